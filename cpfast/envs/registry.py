@@ -1,0 +1,64 @@
+"""Registered environments: one entry per C++ environment class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from cpfast import _envs
+
+from . import render, tables
+from .spec import EnvSpec
+from .vec_env import VecEnv
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    runner_cls: type
+    compositions: tuple[str, ...]
+    zero_shot_table: Callable[[], np.ndarray] | None
+    renderer: Callable[[dict[str, np.ndarray]], np.ndarray] | None
+
+
+REGISTRY: dict[str, EnvEntry] = {
+    "resource_collection": EnvEntry(
+        _envs.ResourceCollection, ("train", "n5", "n6", "dynamic"), tables.rc_zero_shot_table, render.render_resource_collection
+    ),
+}
+
+
+def make_env(
+    name: str,
+    num_envs: int = 1,
+    seed: int = 0,
+    composition: str = "train",
+    num_threads: int | None = None,
+    eval_seed: int | None = None,
+) -> VecEnv:
+    """Builds ``num_envs`` environments of ``name`` stepped by one C++ runner.
+
+    ``seed`` seeds training streams (env i: world ``derive(seed, i, 0)``, composition
+    ``derive(seed, i, 1)``); with ``eval_seed`` every episode is an evaluation episode
+    ``k = i + j * num_envs`` seeded from ``eval_seed`` (interface.md §5). ``num_threads``
+    defaults to the machine's cores; results never depend on it.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    entry = REGISTRY[name]
+    if composition not in entry.compositions:
+        raise ValueError(f"unknown composition {composition!r} for {name}; expected one of {', '.join(entry.compositions)}")
+    dims = entry.runner_cls.dims
+    spec = EnvSpec(name=name, composition=composition, **dims)
+    table = entry.zero_shot_table() if entry.zero_shot_table is not None else None
+    return VecEnv(
+        spec,
+        entry.runner_cls,
+        num_envs=num_envs,
+        seed=seed,
+        num_threads=num_threads,
+        eval_seed=eval_seed,
+        zero_shot_table=table,
+        renderer=entry.renderer,
+    )

@@ -1,0 +1,79 @@
+"""RGB rendering of environment states (for inspection and GIFs; never on a hot path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+_RC_EXTENT = 1.05  # world coordinates shown: [-extent, extent]^2
+_RC_RESOURCE_COLOURS = np.array([[220, 50, 47], [60, 160, 60], [38, 110, 210]], dtype=np.float64)
+_RC_LANDMARK_SIZES = (0.08, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.03)
+
+
+class _Canvas:
+    def __init__(self, size: int, extent: float, background=(250, 250, 245)):
+        self.image = np.empty((size, size, 3), dtype=np.float64)
+        self.image[:] = background
+        self.scale = size / (2 * extent)
+        centres = (np.arange(size) + 0.5) / self.scale - extent
+        self.x = centres[None, :]
+        self.y = centres[::-1, None]  # row 0 is the top of the world
+
+    def disc(self, centre, radius, colour, ring: float = 0.0):
+        """A filled disc, or with ``ring`` > 0 only its outline of that width (world units)."""
+        dist = np.sqrt((self.x - centre[0]) ** 2 + (self.y - centre[1]) ** 2)
+        mask = dist <= radius if ring <= 0 else np.abs(dist - radius) <= ring / 2
+        self.image[mask] = colour
+
+    def rgb(self) -> np.ndarray:
+        return self.image.clip(0, 255).astype(np.uint8)
+
+
+def render_resource_collection(state: dict[str, np.ndarray], size: int = 420) -> np.ndarray:
+    """Home (grey), resources by type (red/green/blue = type 1/2/3), the invader (black),
+    agents coloured by their skills (p1, p2, p3) as RGB with a darker rim for speed, the
+    resource each carries as a centre dot, and each agent's 0.2 view radius as a ring."""
+    canvas = _Canvas(size, _RC_EXTENT)
+    lm_pos, lm_alive = state["lm_pos"], state["lm_alive"]
+    canvas.disc(lm_pos[0], _RC_LANDMARK_SIZES[0], (150, 150, 150))
+    for j in range(1, 7):
+        if lm_alive[j]:
+            canvas.disc(lm_pos[j], _RC_LANDMARK_SIZES[j], _RC_RESOURCE_COLOURS[(j - 1) % 3])
+    if lm_alive[7]:
+        canvas.disc(lm_pos[7], _RC_LANDMARK_SIZES[7], (20, 20, 20))
+    for i in np.flatnonzero(state["agent_alive"]):
+        pos, attr = state["agent_pos"][i], state["agent_attr"][i]
+        canvas.disc(pos, 0.2, (190, 190, 210), ring=0.006)
+        skill_colour = 40 + 200 * np.clip(attr[:3], 0, 1)
+        canvas.disc(pos, 0.04, skill_colour * (1.0 - 0.6 * min(attr[3], 1.0)))
+        canvas.disc(pos, 0.032, skill_colour)
+        if state["agent_hold"][i]:
+            canvas.disc(pos, 0.015, _RC_RESOURCE_COLOURS[state["agent_hold"][i] - 1])
+    return canvas.rgb()
+
+
+def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -> Path:
+    """Writes RGB frames to an animated GIF."""
+    from PIL import Image  # matplotlib's own imaging dependency
+
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    path = Path(path)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def record_episode_gif(env, policy: Callable, path: str | Path, env_index: int = 0, fps: int = 10) -> Path:
+    """Runs ``policy(obs) -> actions`` on ``env`` (freshly reset) for one episode of env
+    ``env_index`` and writes its frames to a GIF."""
+    obs = env.reset()
+    frames = [env.render(env_index)]
+    for _ in range(env.spec.episode_limit):
+        obs, _, terminated, truncated, _ = env.step(policy(obs))
+        if terminated[env_index] or truncated[env_index]:
+            break
+        frames.append(env.render(env_index))
+    return save_gif(frames, path, fps)

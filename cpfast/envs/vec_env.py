@@ -1,0 +1,194 @@
+"""Python facade over a C++ batched runner: validation, views, state access."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from .spec import EnvSpec
+
+OBS_KEYS = ("entities", "attributes", "agent_present", "entity_present", "obs_mask", "full_mask", "avail_actions")
+
+
+class VecEnv:
+    """N environments of one kind stepped together by a C++ runner (interface.md §4).
+
+    Arrays returned by ``reset`` and ``step`` (observations, rewards, flags and ``info``) are
+    read-only numpy **views of the runner's buffers**: the next ``reset`` or ``step``
+    overwrites them in place. Copy what you want to keep (``np.array(x)``, or
+    ``{k: v.copy() for k, v in obs.items()}``).
+
+    ``info["final"]`` holds the final observation of every env whose episode ended in this
+    step (rows where ``terminated | truncated``); other rows are stale. Envs auto-reset in
+    the same step, so ``obs`` is already the next episode's first observation there.
+    """
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        runner_cls: type,
+        *,
+        num_envs: int,
+        seed: int,
+        num_threads: int | None,
+        eval_seed: int | None,
+        zero_shot_table: np.ndarray | None,
+        renderer: Callable[[dict[str, np.ndarray]], np.ndarray] | None,
+    ):
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if num_threads is None:
+            num_threads = os.cpu_count() or 1
+        if not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+            raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
+        for label, value in (("seed", seed), ("eval_seed", eval_seed)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or not 0 <= value < 2**64):
+                raise ValueError(f"{label} must be an integer in [0, 2**64), got {value!r}")
+        self.spec = spec
+        self.num_envs = int(num_envs)
+        self.num_threads = min(int(num_threads), self.num_envs)
+        self._runner = runner_cls(self.num_envs, int(seed), self.num_threads, spec.composition, zero_shot_table, eval_seed)
+        self._renderer = renderer
+        buffers = self._runner.buffers()
+        for views in (buffers["obs"], buffers["final"]):
+            for view in views.values():
+                view.setflags(write=False)
+        for key in ("reward", "terminated", "truncated", "agent_rewards", "episode_step", "episode_return", "episode_length"):
+            buffers[key].setflags(write=False)
+        self._obs = buffers["obs"]
+        self._reward = buffers["reward"]
+        self._terminated = buffers["terminated"]
+        self._truncated = buffers["truncated"]
+        self._info = {
+            "final": buffers["final"],
+            "episode_step": buffers["episode_step"],
+            "episode_return": buffers["episode_return"],
+            "episode_length": buffers["episode_length"],
+            "agent_rewards": buffers["agent_rewards"],
+        }
+        self._state_fields = {
+            name: (np.dtype(dtype), tuple(shape), lo, hi) for name, dtype, shape, lo, hi in runner_cls.state_fields()
+        }
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------ stepping
+    def reset(self, env_ids=None, episode_seeds=None) -> dict[str, np.ndarray]:
+        """Resets ``env_ids`` (all by default); ``episode_seeds`` sets their evaluation episode index k."""
+        ids = None
+        if env_ids is not None:
+            ids = np.asarray(env_ids)
+            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+                raise ValueError(f"env_ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+            if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
+                raise ValueError(f"env_ids must lie in [0, {self.num_envs}), got {ids.tolist()}")
+            if len(np.unique(ids)) != len(ids):
+                raise ValueError("env_ids must not repeat an env")
+            if self._needs_reset and len(np.unique(ids)) != self.num_envs:
+                raise ValueError("the first reset must reset every env")
+            ids = ids.astype(np.int32)
+        if episode_seeds is not None:
+            seeds = np.asarray(episode_seeds)
+            expected = self.num_envs if ids is None else len(ids)
+            if seeds.shape != (expected,) or not np.issubdtype(seeds.dtype, np.integer) or (seeds < 0).any():
+                raise ValueError(f"episode_seeds must be {expected} non-negative integers, got {seeds!r}")
+            episode_seeds = seeds.astype(np.int64)
+        self._runner.reset(ids, episode_seeds)
+        self._needs_reset = False
+        return self._obs
+
+    def step(self, actions):
+        """Steps every env: returns ``(obs, reward, terminated, truncated, info)`` (views, see class doc)."""
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        self._runner.step(self._validate_actions(actions))
+        return self._obs, self._reward, self._terminated, self._truncated, self._info
+
+    def _validate_actions(self, actions) -> np.ndarray:
+        a = np.asarray(actions)
+        expected = (self.num_envs, self.spec.max_agents)
+        if a.shape != expected:
+            raise ValueError(f"actions must have shape {expected} [num_envs, max_agents], got {a.shape}")
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"actions must be an integer array, got dtype {a.dtype}")
+        n = self.spec.n_actions
+        out_of_range = (a < 0) | (a >= n)
+        if out_of_range.any():
+            env, slot = np.argwhere(out_of_range)[0]
+            raise ValueError(
+                f"env {env}, slot {slot}: action {a[env, slot]} is outside [0, {n}); "
+                f"avail_actions row {self._obs['avail_actions'][env, slot].tolist()}"
+            )
+        a = np.ascontiguousarray(a, dtype=np.int32)
+        avail = np.take_along_axis(self._obs["avail_actions"], a[..., None], axis=-1)[..., 0]
+        illegal = (avail == 0) & (self._obs["agent_present"] != 0)
+        if illegal.any():
+            env, slot = np.argwhere(illegal)[0]
+            raise ValueError(
+                f"env {env}, slot {slot}: action {a[env, slot]} is not available; "
+                f"avail_actions row {self._obs['avail_actions'][env, slot].tolist()}"
+            )
+        return a
+
+    # ------------------------------------------------------------------ state
+    def _check_index(self, i) -> int:
+        if not isinstance(i, (int, np.integer)) or not 0 <= i < self.num_envs:
+            raise ValueError(f"env index must be an integer in [0, {self.num_envs}), got {i!r}")
+        return int(i)
+
+    def get_state(self, i: int) -> dict[str, np.ndarray]:
+        """Complete state of env ``i`` (copies): world, counters and both RNG states."""
+        return self._runner.get_state(self._check_index(i))
+
+    def set_state(self, i: int, state: dict[str, Any]) -> None:
+        """Replaces the given parts of env ``i``'s state; validates everything first.
+
+        Any subset of ``get_state``'s keys is accepted. Values are converted by value (any
+        integer or bool dtype for flags and counters, any real dtype for positions); unknown
+        keys, wrong shapes and out-of-range values raise ``ValueError`` and change nothing.
+        The env's current observation is rewritten from the new state.
+        """
+        i = self._check_index(i)
+        if not isinstance(state, dict):
+            raise ValueError(f"state must be a dict of arrays, got {type(state).__name__}")
+        converted = {key: self._convert_state_value(key, value) for key, value in state.items()}
+        self._runner.set_state(i, converted)
+
+    def _convert_state_value(self, key: str, value) -> np.ndarray:
+        if key not in self._state_fields:
+            raise ValueError(f"unknown state key {key!r}; known keys: {', '.join(self._state_fields)}")
+        dtype, shape, lo, hi = self._state_fields[key]
+        arr = np.asarray(value)
+        if arr.shape != shape:
+            raise ValueError(f"state key {key!r} must have shape {shape}, got {arr.shape}")
+        if dtype.kind == "f":
+            if arr.dtype.kind not in "fiub":
+                raise ValueError(f"state key {key!r} must be real numbers, got dtype {arr.dtype}")
+            as_float = arr.astype(np.float64)
+            if not np.isfinite(as_float).all() or (as_float < lo).any() or (as_float > hi).any():
+                raise ValueError(f"state key {key!r} must be finite and within [{lo}, {hi}], got {arr.tolist()}")
+            return np.ascontiguousarray(as_float, dtype=dtype)
+        if arr.dtype.kind not in "iub":
+            raise ValueError(f"state key {key!r} must be an integer or bool array, got dtype {arr.dtype}")
+        if dtype == np.uint64:  # a generator state: any 64-bit words but not all zero
+            if (arr.dtype.kind == "i" and (arr < 0).any()) or not arr.any():
+                raise ValueError(f"state key {key!r} must be four unsigned 64-bit words, not all zero")
+            return np.ascontiguousarray(arr, dtype=dtype)
+        if (arr < lo).any() or (arr > hi).any():
+            raise ValueError(f"state key {key!r} must lie in [{int(lo)}, {int(hi)}], got {arr.tolist()}")
+        return np.ascontiguousarray(arr, dtype=dtype)
+
+    # ------------------------------------------------------------------ misc
+    def render(self, i: int = 0) -> np.ndarray:
+        """RGB uint8 image [H, W, 3] of env ``i``."""
+        if self._renderer is None:
+            raise NotImplementedError(f"{self.spec.name} has no renderer")
+        return self._renderer(self.get_state(self._check_index(i)))
+
+    def close(self) -> None:
+        self._runner = None
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return f"VecEnv({s.name!r}, composition={s.composition!r}, num_envs={self.num_envs}, num_threads={self.num_threads})"

@@ -1,0 +1,173 @@
+// Generic batched runner: owns N environments of one class, their batch buffers and a
+// thread pool, and steps all N in one call with same-step auto-reset.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "env_api.h"
+#include "rng.h"
+#include "thread_pool.h"
+
+namespace cpfast {
+
+// One observation set ([N, ...] arrays of the common interface).
+struct ObsBuffers {
+  std::vector<float> entities, attributes;
+  std::vector<uint8_t> agent_present, entity_present, obs_mask, full_mask, avail_actions;
+
+  void Allocate(int n, const EnvDims& d) {
+    entities.assign(static_cast<size_t>(n) * d.max_entities * d.feat_dim, 0.0f);
+    attributes.assign(static_cast<size_t>(n) * d.max_agents * d.attr_dim, 0.0f);
+    agent_present.assign(static_cast<size_t>(n) * d.max_agents, 0);
+    entity_present.assign(static_cast<size_t>(n) * d.max_entities, 0);
+    obs_mask.assign(static_cast<size_t>(n) * d.max_agents * d.max_entities, 0);
+    full_mask.assign(obs_mask.size(), 0);
+    avail_actions.assign(static_cast<size_t>(n) * d.max_agents * d.n_actions, 0);
+  }
+
+  ObsSlot At(int i, const EnvDims& d) {
+    const size_t a = d.max_agents, e = d.max_entities;
+    return {entities.data() + i * e * d.feat_dim,   attributes.data() + i * a * d.attr_dim,
+            agent_present.data() + i * a,           entity_present.data() + i * e,
+            obs_mask.data() + i * a * e,            full_mask.data() + i * a * e,
+            avail_actions.data() + i * a * d.n_actions};
+  }
+
+  void CopyEnv(int i, ObsBuffers& dst, const EnvDims& d) {
+    const ObsSlot s = At(i, d), t = dst.At(i, d);
+    const size_t a = d.max_agents, e = d.max_entities;
+    std::memcpy(t.entities, s.entities, sizeof(float) * e * d.feat_dim);
+    std::memcpy(t.attributes, s.attributes, sizeof(float) * a * d.attr_dim);
+    std::memcpy(t.agent_present, s.agent_present, a);
+    std::memcpy(t.entity_present, s.entity_present, e);
+    std::memcpy(t.obs_mask, s.obs_mask, a * e);
+    std::memcpy(t.full_mask, s.full_mask, a * e);
+    std::memcpy(t.avail_actions, s.avail_actions, a * d.n_actions);
+  }
+};
+
+struct RunnerConfig {
+  int num_envs = 1;
+  uint64_t seed = 0;
+  int num_threads = 1;
+  bool eval = false;       // evaluation seeding (interface.md §5.3)
+  uint64_t eval_seed = 0;  // E; also used for explicit episode_seeds in training mode
+  std::string composition;
+  std::vector<double> zero_shot_table;  // [rows, N_A, D_c], owned here
+  int zero_shot_rows = 0;
+};
+
+template <class Env>
+class BatchedRunner {
+ public:
+  static constexpr EnvDims kDims = Env::kDims;
+
+  explicit BatchedRunner(const RunnerConfig& config)
+      : config_(config), envs_(config.num_envs), pool_(config.num_threads) {
+    if (config.num_envs < 1) throw std::invalid_argument("num_envs must be at least 1");
+    const int n = config.num_envs;
+    obs.Allocate(n, kDims);
+    final_obs.Allocate(n, kDims);
+    reward.assign(n, 0.0f);
+    terminated.assign(n, 0);
+    truncated.assign(n, 0);
+    agent_rewards.assign(static_cast<size_t>(n) * kDims.max_agents, 0.0f);
+    episode_step.assign(n, 0);
+    episode_return.assign(n, 0.0f);
+    episode_length.assign(n, 0);
+    running_return_.assign(n, 0.0);
+    episodes_started_.assign(n, 0);
+    EnvOptions options;
+    options.composition = config_.composition;
+    options.zero_shot_table = config_.zero_shot_table.empty() ? nullptr : config_.zero_shot_table.data();
+    options.zero_shot_rows = config_.zero_shot_rows;
+    for (int i = 0; i < n; ++i) {
+      envs_[i].Configure(options);
+      envs_[i].Seed(derive_seed(config.seed, i, 0), derive_seed(config.seed, i, 1));
+    }
+  }
+
+  int num_envs() const { return config_.num_envs; }
+  int num_threads() const { return pool_.num_threads(); }
+  Env& env(int i) { return envs_.at(i); }
+
+  // Resets the given envs (all when ids is null); episode_seeds, when given, are the
+  // evaluation episode indices k of those envs' new episodes.
+  void Reset(const int32_t* ids, int n_ids, const int64_t* episode_seeds) {
+    auto body = [&](int begin, int end) {
+      for (int k = begin; k < end; ++k) {
+        const int i = ids ? ids[k] : k;
+        ResetEnv(i, episode_seeds ? episode_seeds[k] : -1);
+        reward[i] = 0.0f;
+        terminated[i] = truncated[i] = 0;
+        std::memset(agent_rewards.data() + static_cast<size_t>(i) * kDims.max_agents, 0,
+                    sizeof(float) * kDims.max_agents);
+        episode_return[i] = 0.0f;
+        episode_length[i] = 0;
+      }
+    };
+    pool_.ParallelFor(ids ? n_ids : config_.num_envs, body);
+  }
+
+  // actions: [N, N_A] int32, already validated.
+  void Step(const int32_t* actions) {
+    auto body = [&](int begin, int end) {
+      for (int i = begin; i < end; ++i) StepEnv(i, actions + static_cast<size_t>(i) * kDims.max_agents);
+    };
+    pool_.ParallelFor(config_.num_envs, body);
+  }
+
+  // Rewrites env i's observation from its (externally replaced) state.
+  void RefreshObservation(int i) {
+    envs_.at(i).WriteObservation(obs.At(i, kDims));
+    episode_step[i] = envs_[i].EpisodeStep();
+  }
+
+  ObsBuffers obs, final_obs;
+  std::vector<float> reward, agent_rewards, episode_return;
+  std::vector<uint8_t> terminated, truncated;
+  std::vector<int32_t> episode_step, episode_length;
+
+ private:
+  void ResetEnv(int i, int64_t episode_index) {
+    Env& env = envs_[i];
+    if (config_.eval && episode_index < 0)
+      episode_index = static_cast<int64_t>(i) + episodes_started_[i] * config_.num_envs;
+    if (episode_index >= 0)
+      env.Seed(derive_seed(config_.eval_seed, episode_index, 2), derive_seed(config_.eval_seed, episode_index, 3));
+    env.SetEvalEpisode(episode_index);
+    env.Reset(obs.At(i, kDims));
+    ++episodes_started_[i];
+    running_return_[i] = 0.0;
+    episode_step[i] = 0;
+  }
+
+  void StepEnv(int i, const int32_t* actions) {
+    const StepSlot slot{obs.At(i, kDims), &reward[i], &terminated[i], &truncated[i],
+                        agent_rewards.data() + static_cast<size_t>(i) * kDims.max_agents};
+    envs_[i].Step(actions, slot);
+    running_return_[i] += reward[i];
+    episode_step[i] = envs_[i].EpisodeStep();
+    if (terminated[i] || truncated[i]) {
+      episode_return[i] = static_cast<float>(running_return_[i]);
+      episode_length[i] = episode_step[i];
+      obs.CopyEnv(i, final_obs, kDims);
+      ResetEnv(i, -1);
+    } else {
+      episode_return[i] = 0.0f;
+      episode_length[i] = 0;
+    }
+  }
+
+  RunnerConfig config_;
+  std::vector<Env> envs_;
+  ThreadPool pool_;
+  std::vector<double> running_return_;
+  std::vector<int64_t> episodes_started_;
+};
+
+}  // namespace cpfast

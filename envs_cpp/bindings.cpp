@@ -1,0 +1,196 @@
+// pybind11 module cpfast._envs: one registration line per environment class.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "batched_runner.h"
+#include "resource_collection.h"
+
+namespace py = pybind11;
+using namespace cpfast;
+
+namespace {
+
+const char* DTypeName(DType t) {
+  switch (t) {
+    case DType::kF64: return "float64";
+    case DType::kI8: return "int8";
+    case DType::kI32: return "int32";
+    case DType::kU64: return "uint64";
+  }
+  return "?";
+}
+
+py::dtype NumpyDType(DType t) { return py::dtype(DTypeName(t)); }
+
+// A numpy view of a runner buffer; `owner` keeps the runner alive while the view exists.
+template <class T>
+py::array View(std::vector<T>& buffer, std::vector<py::ssize_t> shape, py::handle owner) {
+  return py::array_t<T>(shape, buffer.data(), owner);
+}
+
+template <class Runner>
+py::dict ObsViews(ObsBuffers& b, py::handle owner) {
+  constexpr EnvDims d = Runner::kDims;
+  const py::ssize_t n = static_cast<py::ssize_t>(b.agent_present.size() / d.max_agents);
+  py::dict out;
+  out["entities"] = View(b.entities, {n, d.max_entities, d.feat_dim}, owner);
+  out["attributes"] = View(b.attributes, {n, d.max_agents, d.attr_dim}, owner);
+  out["agent_present"] = View(b.agent_present, {n, d.max_agents}, owner);
+  out["entity_present"] = View(b.entity_present, {n, d.max_entities}, owner);
+  out["obs_mask"] = View(b.obs_mask, {n, d.max_agents, d.max_entities}, owner);
+  out["full_mask"] = View(b.full_mask, {n, d.max_agents, d.max_entities}, owner);
+  out["avail_actions"] = View(b.avail_actions, {n, d.max_agents, d.n_actions}, owner);
+  return out;
+}
+
+template <class Env>
+void BindRunner(py::module_& m, const char* name) {
+  using Runner = BatchedRunner<Env>;
+  py::class_<Runner>(m, name)
+      .def(py::init([](int num_envs, uint64_t seed, int num_threads, const std::string& composition,
+                       py::object zero_shot_table, py::object eval_seed) {
+             RunnerConfig config;
+             config.num_envs = num_envs;
+             config.seed = seed;
+             config.num_threads = num_threads;
+             config.composition = composition;
+             config.eval = !eval_seed.is_none();
+             config.eval_seed = config.eval ? eval_seed.cast<uint64_t>() : seed;
+             if (!zero_shot_table.is_none()) {
+               auto table = zero_shot_table.cast<py::array_t<double, py::array::c_style>>();
+               constexpr EnvDims d = Env::kDims;
+               if (table.ndim() != 3 || table.shape(1) != d.max_agents || table.shape(2) != d.attr_dim)
+                 throw std::invalid_argument("zero_shot_table must have shape [rows, max_agents, attr_dim]");
+               config.zero_shot_table.assign(table.data(), table.data() + table.size());
+               config.zero_shot_rows = static_cast<int>(table.shape(0));
+             }
+             return new Runner(config);
+           }),
+           py::arg("num_envs"), py::arg("seed"), py::arg("num_threads"), py::arg("composition"),
+           py::arg("zero_shot_table") = py::none(), py::arg("eval_seed") = py::none())
+      .def_property_readonly_static("dims",
+                                    [](py::object) {
+                                      constexpr EnvDims d = Env::kDims;
+                                      py::dict out;
+                                      out["max_agents"] = d.max_agents;
+                                      out["max_entities"] = d.max_entities;
+                                      out["feat_dim"] = d.feat_dim;
+                                      out["agent_feat_dim"] = d.agent_feat_dim;
+                                      out["other_feat_dim"] = d.other_feat_dim;
+                                      out["attr_dim"] = d.attr_dim;
+                                      out["n_actions"] = d.n_actions;
+                                      out["episode_limit"] = d.episode_limit;
+                                      return out;
+                                    })
+      .def_property_readonly("num_envs", &Runner::num_envs)
+      .def_property_readonly("num_threads", &Runner::num_threads)
+      .def("buffers",
+           [](py::object self) {
+             Runner& r = self.cast<Runner&>();
+             const py::ssize_t n = r.num_envs();
+             const py::ssize_t a = Runner::kDims.max_agents;
+             py::dict out;
+             out["obs"] = ObsViews<Runner>(r.obs, self);
+             out["final"] = ObsViews<Runner>(r.final_obs, self);
+             out["reward"] = View(r.reward, {n}, self);
+             out["terminated"] = View(r.terminated, {n}, self);
+             out["truncated"] = View(r.truncated, {n}, self);
+             out["agent_rewards"] = View(r.agent_rewards, {n, a}, self);
+             out["episode_step"] = View(r.episode_step, {n}, self);
+             out["episode_return"] = View(r.episode_return, {n}, self);
+             out["episode_length"] = View(r.episode_length, {n}, self);
+             return out;
+           })
+      .def("reset",
+           [](Runner& r, py::object env_ids, py::object episode_seeds) {
+             py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids;
+             py::array_t<int64_t, py::array::c_style | py::array::forcecast> seeds;
+             const int32_t* ids_ptr = nullptr;
+             const int64_t* seeds_ptr = nullptr;
+             int n_ids = r.num_envs();
+             if (!env_ids.is_none()) {
+               ids = env_ids.cast<decltype(ids)>();
+               ids_ptr = ids.data();
+               n_ids = static_cast<int>(ids.size());
+             }
+             if (!episode_seeds.is_none()) {
+               seeds = episode_seeds.cast<decltype(seeds)>();
+               if (static_cast<int>(seeds.size()) != n_ids)
+                 throw std::invalid_argument("episode_seeds must have one entry per reset env");
+               seeds_ptr = seeds.data();
+             }
+             py::gil_scoped_release release;
+             r.Reset(ids_ptr, n_ids, seeds_ptr);
+           },
+           py::arg("env_ids") = py::none(), py::arg("episode_seeds") = py::none())
+      .def("step",
+           [](Runner& r, py::array_t<int32_t, py::array::c_style> actions) {
+             if (actions.ndim() != 2 || actions.shape(0) != r.num_envs() ||
+                 actions.shape(1) != Runner::kDims.max_agents)
+               throw std::invalid_argument("actions must be int32 [num_envs, max_agents]");
+             const int32_t* data = actions.data();
+             py::gil_scoped_release release;
+             r.Step(data);
+           },
+           py::arg("actions"))
+      .def_static("state_fields",
+                  []() {
+                    Env probe;
+                    py::list out;
+                    for (const StateField& f : probe.State())
+                      out.append(py::make_tuple(f.name, DTypeName(f.dtype), f.shape, f.lo, f.hi));
+                    return out;
+                  })
+      .def("get_state",
+           [](Runner& r, int i) {
+             py::dict out;
+             for (const StateField& f : r.env(i).State()) {
+               py::array a(NumpyDType(f.dtype), f.shape);
+               std::memcpy(a.mutable_data(), f.data, ElementCount(f) * ElementSize(f.dtype));
+               out[f.name.c_str()] = a;
+             }
+             return out;
+           })
+      // Expects arrays already converted to the exact dtype and shape (the Python layer
+      // validates values); checks everything before changing anything.
+      .def("set_state", [](Runner& r, int i, py::dict state) {
+        StateFields fields = r.env(i).State();
+        std::vector<std::pair<const StateField*, py::array>> updates;
+        for (auto item : state) {
+          const std::string key = py::str(item.first);
+          const StateField* field = nullptr;
+          for (const auto& f : fields)
+            if (f.name == key) field = &f;
+          if (!field) throw std::invalid_argument("unknown state key '" + key + "'");
+          py::array a = py::reinterpret_borrow<py::array>(item.second);
+          if (!a.dtype().is(NumpyDType(field->dtype)) || a.size() != ElementCount(*field) ||
+              !(a.flags() & py::array::c_style))
+            throw std::invalid_argument("state key '" + key + "' must be a contiguous " +
+                                        DTypeName(field->dtype) + " array of the documented shape");
+          updates.emplace_back(field, a);
+        }
+        for (auto& [field, a] : updates) std::memcpy(field->data, a.data(), a.nbytes());
+        r.RefreshObservation(i);
+      });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_envs, m) {
+  m.doc() = "cpfast C++ environments and their batched runner";
+  m.def("derive_seed", &derive_seed, "interface.md §5.3 seed derivation", py::arg("a"), py::arg("b"), py::arg("c"));
+  m.def("uniform_stream",
+        [](uint64_t seed, int64_t n) {
+          py::array_t<double> out(n);
+          Rng rng(seed);
+          double* p = out.mutable_data();
+          for (int64_t k = 0; k < n; ++k) p[k] = rng.uniform();
+          return out;
+        },
+        "first n uniform() draws of the stream seeded with `seed`", py::arg("seed"), py::arg("n"));
+  BindRunner<ResourceCollection>(m, "ResourceCollection");
+}

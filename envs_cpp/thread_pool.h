@@ -1,0 +1,93 @@
+// A small persistent pool: ParallelFor splits [0, n) into one contiguous chunk per thread,
+// the calling thread taking the first. Work items must be independent; which thread runs
+// which item never affects results.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace cpfast {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int num_threads) : num_threads_(num_threads < 1 ? 1 : num_threads) {
+    for (int t = 1; t < num_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
+  }
+
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      ++generation_;
+    }
+    start_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // Calls body(begin, end) on disjoint chunks covering [0, n); returns when all are done.
+  template <class Body>
+  void ParallelFor(int n, Body& body) {
+    const int used = n < num_threads_ ? n : num_threads_;
+    if (used <= 1) {
+      if (n > 0) body(0, n);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      task_ = [](void* ctx, int b, int e) { (*static_cast<Body*>(ctx))(b, e); };
+      context_ = &body;
+      n_ = n;
+      used_ = used;
+      pending_ = used - 1;
+      ++generation_;
+    }
+    start_.notify_all();
+    RunChunk(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+  }
+
+ private:
+  void RunChunk(int t) {
+    const int64_t begin = static_cast<int64_t>(n_) * t / used_;
+    const int64_t end = static_cast<int64_t>(n_) * (t + 1) / used_;
+    task_(context_, static_cast<int>(begin), static_cast<int>(end));
+  }
+
+  void WorkerLoop(int t) {
+    uint64_t seen = 0;
+    for (;;) {
+      bool participate;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        start_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (stopping_) return;
+        participate = t < used_;
+      }
+      if (!participate) continue;
+      RunChunk(t);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  const int num_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable start_, done_;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  void (*task_)(void*, int, int) = nullptr;
+  void* context_ = nullptr;
+  int n_ = 0, used_ = 0, pending_ = 0;
+};
+
+}  // namespace cpfast

@@ -1,6 +1,7 @@
 // Generic batched runner: owns N environments of one class, their batch buffers and a
 // thread pool, and steps all N in one call with same-step auto-reset.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -113,12 +114,34 @@ class BatchedRunner {
     pool_.ParallelFor(ids ? n_ids : config_.num_envs, body);
   }
 
-  // actions: [N, N_A] int32, already validated.
-  void Step(const int32_t* actions) {
-    auto body = [&](int begin, int end) {
-      for (int i = begin; i < end; ++i) StepEnv(i, actions + static_cast<size_t>(i) * kDims.max_agents);
+  // actions: [N, N_A] of an integer type. Every action is checked (range for all slots,
+  // availability for present agents) before any environment changes; the first bad one
+  // raises std::invalid_argument naming env, slot, action and the avail_actions row.
+  template <class Action>
+  void Step(const Action* actions) {
+    const int n = config_.num_envs;
+    constexpr int a = kDims.max_agents;
+    std::atomic<int64_t> first_bad{INT64_MAX};
+    auto check = [&](int begin, int end) {
+      for (int64_t k = static_cast<int64_t>(begin) * a; k < static_cast<int64_t>(end) * a; ++k) {
+        if (!ActionValid(k, actions[k])) {
+          int64_t seen = first_bad.load();
+          while (k < seen && !first_bad.compare_exchange_weak(seen, k)) {
+          }
+          return;
+        }
+      }
     };
-    pool_.ParallelFor(config_.num_envs, body);
+    pool_.ParallelFor(n, check);
+    if (first_bad.load() != INT64_MAX) ThrowInvalidAction(first_bad.load(), static_cast<int64_t>(actions[first_bad.load()]));
+    auto body = [&](int begin, int end) {
+      int32_t env_actions[a];
+      for (int i = begin; i < end; ++i) {
+        for (int s = 0; s < a; ++s) env_actions[s] = static_cast<int32_t>(actions[static_cast<size_t>(i) * a + s]);
+        StepEnv(i, env_actions);
+      }
+    };
+    pool_.ParallelFor(n, body);
   }
 
   // Rewrites env i's observation from its (externally replaced) state.
@@ -133,6 +156,24 @@ class BatchedRunner {
   std::vector<int32_t> episode_step, episode_length;
 
  private:
+  // k indexes the flat [N, N_A] action array.
+  template <class Action>
+  bool ActionValid(int64_t k, Action action) const {
+    if (action < 0 || action >= static_cast<Action>(kDims.n_actions)) return false;
+    return !obs.agent_present[k] || obs.avail_actions[k * kDims.n_actions + static_cast<int64_t>(action)];
+  }
+
+  [[noreturn]] void ThrowInvalidAction(int64_t k, int64_t action) const {
+    std::string row;
+    for (int c = 0; c < kDims.n_actions; ++c)
+      row += (c ? ", " : "") + std::to_string(static_cast<int>(obs.avail_actions[k * kDims.n_actions + c]));
+    const bool in_range = action >= 0 && action < kDims.n_actions;
+    throw std::invalid_argument("env " + std::to_string(k / kDims.max_agents) + ", slot " +
+                                std::to_string(k % kDims.max_agents) + ": action " + std::to_string(action) +
+                                (in_range ? " is not available" : " is outside [0, " + std::to_string(kDims.n_actions) + ")") +
+                                "; avail_actions row [" + row + "]");
+  }
+
   void ResetEnv(int i, int64_t episode_index) {
     Env& env = envs_[i];
     if (config_.eval && episode_index < 0)

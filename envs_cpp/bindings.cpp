@@ -127,14 +127,23 @@ void BindRunner(py::module_& m, const char* name) {
              r.Reset(ids_ptr, n_ids, seeds_ptr);
            },
            py::arg("env_ids") = py::none(), py::arg("episode_seeds") = py::none())
+      // actions: C-contiguous int32 or int64 [num_envs, max_agents]; values are checked here.
       .def("step",
-           [](Runner& r, py::array_t<int32_t, py::array::c_style> actions) {
+           [](Runner& r, py::array actions) {
              if (actions.ndim() != 2 || actions.shape(0) != r.num_envs() ||
-                 actions.shape(1) != Runner::kDims.max_agents)
-               throw std::invalid_argument("actions must be int32 [num_envs, max_agents]");
-             const int32_t* data = actions.data();
-             py::gil_scoped_release release;
-             r.Step(data);
+                 actions.shape(1) != Runner::kDims.max_agents || !(actions.flags() & py::array::c_style))
+               throw std::invalid_argument("actions must be a contiguous [num_envs, max_agents] array");
+             if (actions.dtype().is(py::dtype::of<int32_t>())) {
+               const auto* data = static_cast<const int32_t*>(actions.data());
+               py::gil_scoped_release release;
+               r.Step(data);
+             } else if (actions.dtype().is(py::dtype::of<int64_t>())) {
+               const auto* data = static_cast<const int64_t*>(actions.data());
+               py::gil_scoped_release release;
+               r.Step(data);
+             } else {
+               throw std::invalid_argument("actions must be int32 or int64");
+             }
            },
            py::arg("actions"))
       .def_static("state_fields",

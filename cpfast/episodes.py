@@ -1,0 +1,30 @@
+"""Running a policy for whole episodes on a batched environment."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .envs.vec_env import VecEnv
+
+
+def run_episodes(env: VecEnv, policy: Callable[[dict], np.ndarray], n_episodes: int) -> dict[str, np.ndarray]:
+    """Resets ``env`` and steps it until at least ``n_episodes`` episodes have ended.
+
+    Returns ``returns`` (team return of each finished episode, in the order they finished)
+    and ``team_sizes`` (present agents at the episode's start), plus ``env_steps`` taken.
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be positive, got {n_episodes}")
+    obs = env.reset()
+    start_size = obs["agent_present"].sum(axis=1)
+    returns, sizes, env_steps = [], [], 0
+    while len(returns) < n_episodes:
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        env_steps += env.num_envs
+        done = np.flatnonzero(terminated | truncated)
+        returns.extend(info["episode_return"][done].tolist())
+        sizes.extend(start_size[done].tolist())
+        start_size[done] = obs["agent_present"][done].sum(axis=1)
+    return {"returns": np.array(returns), "team_sizes": np.array(sizes), "env_steps": env_steps}

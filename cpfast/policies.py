@@ -1,0 +1,84 @@
+"""Reference policies: uniform random (any environment) and a scripted Resource Collection
+policy that acts only through actions. Both map a batch of observations (the dict returned
+by ``VecEnv.reset``/``step``) to actions [B, N_A]."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .envs.spec import EnvSpec
+
+
+class RandomPolicy:
+    """Picks uniformly among each slot's available actions."""
+
+    def __init__(self, spec: EnvSpec, seed: int = 0):
+        self.spec = spec
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        avail = obs["avail_actions"]
+        # argmax of uniform keys over the available actions is a uniform pick among them.
+        keys = self.rng.random(avail.shape) * (avail != 0)
+        return keys.argmax(axis=-1)
+
+
+class ScriptedResourcePolicy:
+    """Resource Collection heuristic through actions: the present agent nearest to a living
+    invader chases it; every other agent carries what it holds home, or else heads for the
+    nearest resource of the type it is most skilled at. Each agent picks the action whose
+    predicted next position (damping, acceleration and speed cap of the engine) is closest
+    to its target.
+
+    It reads the full view (``entities`` and ``entity_present``), so it is an upper-bound
+    style baseline, not a partially observing player. Agent rows show ``hold`` one step
+    late, so an agent heads home one step after a pick-up.
+    """
+
+    _HOME, _FIRST_RESOURCE, _INVADER = 6, 7, 13
+    _DIRECTIONS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.float64)
+    _RESOURCE_TYPES = np.array([0, 1, 2, 0, 1, 2])  # skill index of resources 1..6
+
+    def __init__(self, spec: EnvSpec):
+        if spec.name != "resource_collection":
+            raise ValueError(f"ScriptedResourcePolicy plays resource_collection, not {spec.name}")
+        self.spec = spec
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        ents = obs["entities"].astype(np.float64)
+        present = obs["agent_present"] != 0  # [B, A]
+        n_agents = present.shape[1]
+        vel, pos = ents[:, :n_agents, 0:2], ents[:, :n_agents, 2:4]
+        holding = ents[:, :n_agents, 5:8].any(axis=-1)
+        attr = obs["attributes"].astype(np.float64)
+        speed = attr[..., 3]
+        lm_pos = ents[:, self._HOME :, 0:2]  # home, resources 1..6, invader
+
+        # Resources: nearest one of each agent's best type.
+        res_pos = lm_pos[:, 1:7]  # [B, 6, 2]
+        dist = np.linalg.norm(pos[:, :, None, :] - res_pos[:, None, :, :], axis=-1)  # [B, A, 6]
+        best_type = attr[..., :3].argmax(axis=-1)  # [B, A]
+        dist = np.where(self._RESOURCE_TYPES[None, None, :] == best_type[..., None], dist, np.inf)
+        nearest = dist.argmin(axis=-1)
+        target = res_pos[np.arange(len(res_pos))[:, None], nearest]  # [B, A, 2]
+        target = np.where(holding[..., None], 0.0, target)  # home is at the origin
+
+        # Invader: the nearest present agent aims at where it will be next step.
+        invader_alive = obs["entity_present"][:, self._INVADER] != 0
+        inv = lm_pos[:, -1]
+        inv_norm = np.maximum(np.linalg.norm(inv, axis=-1, keepdims=True), 1e-9)
+        inv_next = inv - 0.05 * inv / inv_norm
+        inv_dist = np.where(present, np.linalg.norm(pos - inv[:, None], axis=-1), np.inf)
+        chaser = inv_dist.argmin(axis=-1)
+        batch = np.flatnonzero(invader_alive & present.any(axis=1))
+        target[batch, chaser[batch]] = inv_next[batch]
+
+        # One-step lookahead over the 5 actions with the engine's integration rule.
+        accel = 5.0 * speed[..., None, None]
+        v_next = 0.75 * vel[:, :, None, :] + 0.1 * accel * self._DIRECTIONS[None, None]
+        norm = np.linalg.norm(v_next, axis=-1, keepdims=True)
+        cap = speed[..., None, None]
+        v_next = np.where(norm > cap, v_next / np.maximum(norm, 1e-12) * cap, v_next)
+        p_next = pos[:, :, None, :] + 0.1 * v_next
+        actions = np.linalg.norm(p_next - target[:, :, None, :], axis=-1).argmin(axis=-1)
+        return np.where(present, actions, 0)

@@ -1,7 +1,12 @@
 // A small persistent pool: ParallelFor splits [0, n) into one contiguous chunk per thread,
 // the calling thread taking the first. Work items must be independent; which thread runs
 // which item never affects results.
+//
+// Batched env steps are short (tens of microseconds for small batches), so threads spin
+// briefly on an atomic before sleeping on a condition variable: a wake-up through the
+// kernel alone would cost as much as the work.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -9,6 +14,14 @@
 #include <vector>
 
 namespace cpfast {
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 class ThreadPool {
  public:
@@ -20,7 +33,7 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     start_.notify_all();
     for (auto& w : workers_) w.join();
@@ -45,16 +58,21 @@ class ThreadPool {
       context_ = &body;
       n_ = n;
       used_ = used;
-      pending_ = used - 1;
-      ++generation_;
+      pending_.store(used - 1, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     start_.notify_all();
     RunChunk(0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    for (int spin = 0; spin < kSpins && pending_.load(std::memory_order_acquire) != 0; ++spin) CpuRelax();
+    if (pending_.load(std::memory_order_acquire) != 0) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+    }
   }
 
  private:
+  static constexpr int kSpins = 1 << 14;  // roughly 50-200 microseconds
+
   void RunChunk(int t) {
     const int64_t begin = static_cast<int64_t>(n_) * t / used_;
     const int64_t end = static_cast<int64_t>(n_) * (t + 1) / used_;
@@ -64,18 +82,21 @@ class ThreadPool {
   void WorkerLoop(int t) {
     uint64_t seen = 0;
     for (;;) {
+      for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen; ++spin) CpuRelax();
       bool participate;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        start_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
+        start_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        seen = generation_.load(std::memory_order_relaxed);
         if (stopping_) return;
         participate = t < used_;
       }
       if (!participate) continue;
       RunChunk(t);
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_one();
+      }
     }
   }
 
@@ -83,11 +104,12 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable start_, done_;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
   bool stopping_ = false;
   void (*task_)(void*, int, int) = nullptr;
   void* context_ = nullptr;
-  int n_ = 0, used_ = 0, pending_ = 0;
+  int n_ = 0, used_ = 0;
 };
 
 }  // namespace cpfast

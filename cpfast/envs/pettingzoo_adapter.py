@@ -1,7 +1,7 @@
 """PettingZoo ``ParallelEnv`` view of one cpfast environment (for tools that speak PettingZoo).
 
 One adapter wraps a ``VecEnv`` with ``num_envs=1``; it is a compatibility layer, not a fast
-path (training uses ``VecEnv`` batches directly). Agent ``agent_i`` is slot ``i``.
+path (training uses ``VecEnv`` batches directly).
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from .registry import make_env
 
 
 class CpfastParallelEnv(ParallelEnv):
-    """``agents`` are the present slots, in slot order.
+    """``agents`` are the agents present now, in name order; ``agent_slot[a]`` is ``a``'s slot.
 
-    In the ``dynamic`` composition an agent that leaves is reported once with
-    ``terminations[a] = True`` and then drops out of ``agents``; a joining agent appears in
-    ``agents`` from the step it joins. A join reuses the lowest free slot, so a new agent can
-    take the name of one that left earlier in the episode (PettingZoo's ``parallel_api_test``
-    calls that a revival, see tests/test_pettingzoo.py).
+    The agents present at reset are named after their slots (``agent_i`` is slot ``i``). In the
+    ``dynamic`` composition an agent that leaves is reported once with ``terminations[a] = True``
+    and then drops out of ``agents``; a joining agent appears in ``agents`` from the step it
+    joins. A joiner takes the lowest free slot, possibly one a leaver held earlier, but always
+    gets a fresh name: ``agent_{N_A}``, ``agent_{N_A+1}``, ... in join order (N_A = max_agents),
+    as PettingZoo never lets a finished agent come back. Names restart at each reset, and
+    ``possible_agents`` lists every name an episode can use.
 
     When the episode ends every remaining agent is truncated (or terminated) and ``agents``
     becomes empty; call ``reset()`` to start the next episode.
@@ -39,8 +41,12 @@ class CpfastParallelEnv(ParallelEnv):
         self._vec = self._make(seed=seed)
         spec = self._vec.spec
         self.metadata = {**self.metadata, "name": f"cpfast_{name}_v0"}
-        self.possible_agents = [f"agent_{i}" for i in range(spec.max_agents)]
-        self._slot = {a: i for i, a in enumerate(self.possible_agents)}
+        # Only `dynamic` adds agents mid-episode: at most one join per composition event, and
+        # events come after every 10th step except the last.
+        max_joins = (spec.episode_limit - 1) // 10 if spec.composition == "dynamic" else 0
+        self.possible_agents = [f"agent_{i}" for i in range(spec.max_agents + max_joins)]
+        self.agent_slot = {}  # name -> slot of every agent seen this episode (leavers included)
+        self._next_name = spec.max_agents  # index in possible_agents of the next joiner's name
         self.agents = []
         self._obs = None  # copy of the observation the last reset/step returned (state() reads it)
         self.state_space = spaces.Box(-np.inf, np.inf, (spec.max_entities * spec.feat_dim,), np.float32)
@@ -71,29 +77,44 @@ class CpfastParallelEnv(ParallelEnv):
             self._vec.close()
             self._vec = self._make(seed=seed)
         self._obs = _copy_env0(self._vec.reset())
-        self.agents = self._present(self._obs)
+        # The agents present at reset are named after their slots; joiners get names from N_A on.
+        self.agent_slot = {f"agent_{i}": int(i) for i in np.flatnonzero(self._obs["agent_present"])}
+        self._next_name = self._vec.spec.max_agents
+        self.agents = list(self.agent_slot)
         return {a: self._observe(self._obs, a) for a in self.agents}, {a: {} for a in self.agents}
 
     def step(self, actions):
         if not self.agents:
             raise RuntimeError("the episode is over (or reset() was never called): call reset()")
-        acts = np.zeros((1, len(self.possible_agents)), dtype=np.int64)  # missing agents: no-op 0
-        for agent, action in actions.items():
-            acts[0, self._slot[agent]] = int(action)
+        acts = np.zeros((1, self._vec.spec.max_agents), dtype=np.int64)  # missing agents: no-op 0
+        for agent in self.agents:  # only live agents act: a leaver's slot may hold a joiner now
+            if agent in actions:
+                acts[0, self.agent_slot[agent]] = int(actions[agent])
         obs, _, terminated, truncated, info = self._vec.step(acts)
         done = bool(terminated[0] or truncated[0])
         # The VecEnv auto-resets inside this step; the finished episode's last obs is in final.
         self._obs = _copy_env0(info["final"] if done else obs)
-        present = self._present(self._obs)
-        # Report every agent that was alive before the step (leavers once more) plus joiners.
-        reported = [a for a in self.possible_agents if a in self.agents or a in present]
+        slots = set(np.flatnonzero(self._obs["agent_present"]).tolist())
+        stayed = [a for a in self.agents if self.agent_slot[a] in slots]
+        left = [a for a in self.agents if a not in stayed]
+        # A present slot that no staying agent holds is a joiner's (a step has at most one
+        # composition event, so no slot changes hands unseen). A joiner gets the next unused name,
+        # never its slot's old one: PettingZoo forbids reviving a finished agent.
+        joined = []
+        for slot in sorted(slots - {self.agent_slot[a] for a in stayed}):
+            joined.append(self.possible_agents[self._next_name])
+            self._next_name += 1
+            self.agent_slot[joined[-1]] = slot
+        # Report every agent that was alive before the step (leavers once more) plus joiners;
+        # names only grow, so this is name order.
+        reported = self.agents + joined
         agent_rewards = info["agent_rewards"][0]
         observations = {a: self._observe(self._obs, a) for a in reported}
-        rewards = {a: float(agent_rewards[self._slot[a]]) for a in reported}
-        terminations = {a: bool(terminated[0]) or a not in present for a in reported}
-        truncations = {a: bool(truncated[0]) and a in present for a in reported}
+        rewards = {a: float(agent_rewards[self.agent_slot[a]]) for a in reported}
+        terminations = {a: bool(terminated[0]) or a in left for a in reported}
+        truncations = {a: bool(truncated[0]) and a not in left for a in reported}
         infos = {a: {} for a in reported}
-        self.agents = [] if done else present
+        self.agents = [] if done else stayed + joined
         return observations, rewards, terminations, truncations, infos
 
     # ------------------------------------------------------------------ views
@@ -113,11 +134,8 @@ class CpfastParallelEnv(ParallelEnv):
     def close(self):
         self._vec.close()
 
-    def _present(self, obs):
-        return [self.possible_agents[i] for i in np.flatnonzero(obs["agent_present"])]
-
     def _observe(self, obs, agent):
-        i = self._slot[agent]
+        i = self.agent_slot[agent]
         mask = obs["obs_mask"][i]
         return {
             "entities": obs["entities"] * mask[:, None].astype(np.float32),  # unseen rows -> 0

@@ -1,0 +1,23 @@
+"""Shared reporting for the benchmark suites: each benchmark stores a throughput under a
+row/column key and the terminal summary prints the table and the ratios of one run."""
+
+from collections import defaultdict
+
+import pytest
+
+_THROUGHPUT: dict[str, dict[tuple, float]] = defaultdict(dict)
+
+
+@pytest.fixture
+def record_throughput():
+    def record(table: str, key: tuple, value: float) -> None:
+        _THROUGHPUT[table][key] = value
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    from bench_envs import summarize_env_throughput  # noqa: PLC0415 (suites own their tables)
+
+    for line in summarize_env_throughput(_THROUGHPUT.get("env_steps", {})):
+        terminalreporter.write_line(line)

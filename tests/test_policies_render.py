@@ -1,0 +1,67 @@
+"""Reference policies, rendering, GIF export and the play entry point."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cpfast.envs.render import record_episode_gif
+from cpfast.episodes import run_episodes
+from cpfast.play import main as play_main
+from cpfast.policies import RandomPolicy, ScriptedResourcePolicy
+from conftest import make_rc
+
+
+def test_random_policy_picks_only_available_actions():
+    spec = make_rc().spec
+    avail = np.zeros((50, 6, 5), dtype=np.uint8)
+    avail[..., 0] = 1
+    avail[:, :3, 3] = 1
+    actions = RandomPolicy(spec, 0)({"avail_actions": avail})
+    assert set(np.unique(actions[:, :3])) == {0, 3} and (actions[:, 3:] == 0).all()
+
+
+def test_scripted_policy_clearly_beats_random():
+    means = {}
+    for name, policy_cls in (("random", lambda s: RandomPolicy(s, 0)), ("scripted", ScriptedResourcePolicy)):
+        env = make_rc(num_envs=30, seed=5, num_threads=2)
+        means[name] = run_episodes(env, policy_cls(env.spec), 90)["returns"].mean()
+    assert means["scripted"] > means["random"] + 50, means
+
+
+def test_scripted_policy_leaves_absent_slots_at_noop_and_rejects_other_envs():
+    env = make_rc(num_envs=4)
+    obs = env.reset()
+    actions = ScriptedResourcePolicy(env.spec)(obs)
+    assert (actions[obs["agent_present"] == 0] == 0).all() and actions.dtype.kind == "i"
+    with pytest.raises(ValueError, match="resource_collection"):
+        ScriptedResourcePolicy(dataclasses.replace(env.spec, name="rescue"))
+
+
+def test_render_draws_the_state():
+    env = make_rc()
+    env.set_state(0, {"agent_pos": [[0.5, 0.5]] + [[0, 0]] * 5, "agent_alive": [1, 0, 0, 0, 0, 0],
+                      "agent_attr": [[0.9, 0.1, 0.1, 0.5]] * 6, "lm_alive": [1, 1, 1, 1, 1, 1, 1, 0]})
+    image = env.render(0)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    size = image.shape[0]
+    to_pixel = lambda x, y: (int((1.05 - y) / 2.1 * size), int((x + 1.05) / 2.1 * size))
+    agent = image[to_pixel(0.5, 0.5)].astype(int)
+    assert agent[0] > agent[1] + 100 and agent[0] > agent[2] + 100  # skill (0.9, 0.1, 0.1) is red
+    home = image[to_pixel(0.0, 0.0)]
+    assert home[0] == home[1] == home[2] == 150
+    assert (image[to_pixel(-1.0, 1.0)] == [250, 250, 245]).all()
+
+
+def test_gif_of_an_episode(tmp_path):
+    env = make_rc()
+    path = record_episode_gif(env, ScriptedResourcePolicy(env.spec), tmp_path / "episode.gif")
+    with Image.open(path) as gif:
+        assert gif.n_frames == 145 and gif.size == (420, 420)
+
+
+def test_play_reports_rewards_and_speed(capsys):
+    play_main(["--episodes", "6", "--num-envs", "3", "--threads", "1", "--speed-envs", "16"])
+    out = capsys.readouterr().out
+    assert "mean episode reward" in out and "team of 2" in out and "env-steps/s" in out

@@ -82,3 +82,46 @@ class ScriptedResourcePolicy:
         p_next = pos[:, :, None, :] + 0.1 * v_next
         actions = np.linalg.norm(p_next - target[:, :, None, :], axis=-1).argmin(axis=-1)
         return np.where(present, actions, 0)
+
+
+class PositionSettingExpert:
+    """The authors' scripted expert for Resource Collection (resource_collection.md §11), kept
+    to validate the dynamics against their published returns: it is not physical. Before each
+    step it moves agents directly (via ``set_state``) by up to s/20 per axis toward their
+    targets — the agent nearest a living invader toward the invader, holders toward home, the
+    rest toward the nearest resource of their best type — then every agent takes the no-op.
+    """
+
+    def __init__(self, env):
+        if env.spec.name != "resource_collection":
+            raise ValueError(f"PositionSettingExpert plays resource_collection, not {env.spec.name}")
+        self.env = env
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        for i in range(self.env.num_envs):
+            state = self.env.get_state(i)
+            self.env.set_state(i, {"agent_pos": self._moved(state)})
+        return np.zeros((self.env.num_envs, self.env.spec.max_agents), dtype=np.int64)
+
+    @staticmethod
+    def _moved(state: dict[str, np.ndarray]) -> np.ndarray:
+        pos = state["agent_pos"].copy()
+        attr, lm_pos = state["agent_attr"], state["lm_pos"]
+        present = np.flatnonzero(state["agent_alive"])
+        chaser = -1
+        if state["lm_alive"][7] and len(present):
+            chaser = present[np.linalg.norm(pos[present] - lm_pos[7], axis=1).argmin()]
+        for i in present:
+            if i == chaser:
+                target = lm_pos[7]
+            elif state["agent_hold"][i]:
+                target = lm_pos[0]
+            else:
+                best = attr[i, :3].argmax()
+                candidates = [j for j in range(1, 7) if (j - 1) % 3 == best]
+                target = lm_pos[min(candidates, key=lambda j: np.linalg.norm(lm_pos[j] - pos[i]))]
+            delta = target - pos[i]
+            norm = np.linalg.norm(delta)
+            if norm > 0:  # the reference divided by zero here
+                pos[i] += delta / norm * np.minimum(attr[i, 3] / 20, np.abs(delta))
+        return pos

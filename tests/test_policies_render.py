@@ -65,3 +65,21 @@ def test_play_reports_rewards_and_speed(capsys):
     play_main(["--episodes", "6", "--num-envs", "3", "--threads", "1", "--speed-envs", "16"])
     out = capsys.readouterr().out
     assert "mean episode reward" in out and "team of 2" in out and "env-steps/s" in out
+
+
+def test_position_setting_expert_moves_at_most_s_over_20_per_axis_toward_targets():
+    from cpfast.policies import PositionSettingExpert
+
+    env = make_rc(num_envs=2, seed=3)
+    expert = PositionSettingExpert(env)
+    before = env.get_state(0)
+    actions = expert(env._obs)
+    after = env.get_state(0)
+    assert (actions == 0).all()
+    present = before["agent_alive"] == 1
+    moved = np.abs(after["agent_pos"] - before["agent_pos"])[present]
+    limit = before["agent_attr"][present, 3:4] / 20
+    assert (moved <= limit + 1e-12).all() and (moved.max(axis=1) > 0).all()
+    assert (after["agent_pos"][~present] == before["agent_pos"][~present]).all()
+    returns = run_episodes(env, expert, 12)["returns"]
+    assert returns.mean() > 30  # the random policy scores about -4 here

@@ -17,7 +17,8 @@ def record_throughput():
 
 
 def pytest_terminal_summary(terminalreporter):
-    from bench_envs import summarize_env_throughput  # noqa: PLC0415 (suites own their tables)
+    from bench_envs import summarize_env_throughput  # suites own their tables
+    from bench_train import summarize_training
 
-    for line in summarize_env_throughput(_THROUGHPUT.get("env_steps", {})):
+    for line in summarize_env_throughput(_THROUGHPUT.get("env_steps", {})) + summarize_training(_THROUGHPUT):
         terminalreporter.write_line(line)

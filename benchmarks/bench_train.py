@@ -1,0 +1,96 @@
+"""Learner speed: milliseconds per update at paper sizes and env-steps/s of the whole
+training loop, with the projected time of the full 5M-step paper run.
+
+    pytest benchmarks/bench_train.py                  # CPU
+    pytest benchmarks/bench_train.py --device cuda    # not an option: picks cuda when available
+"""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import cpfast
+from cpfast.config import preset
+from cpfast.learner import Learner
+from cpfast.policies import RandomPolicy
+from cpfast.replay import SegmentBuffer, SegmentWindows
+from cpfast.train import Trainer
+
+REFERENCE_UPDATE_S = {"copa": 3.85, "aqmix": 3.1}  # authors' code, 2-core CPU, 2 threads
+PAPER_UPDATES = 48_000  # ~5M transitions / 100 per update
+PAPER_STEPS = 5_000_000
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def filled_buffer(cfg, n_segments: int) -> SegmentBuffer:
+    """Segments from random-policy rollouts, cut exactly as in training."""
+    env = cpfast.make_env(cfg.env, num_envs=cfg.n_envs, seed=0)
+    windows = SegmentWindows(env.spec, cfg.n_envs, cfg.period, cfg.segment_tail, cfg.truncation_is_terminal)
+    buffer = SegmentBuffer(env.spec, n_segments, cfg.period, DEVICE)
+    policy = RandomPolicy(env.spec, 0)
+    obs = env.reset()
+    while len(buffer) < n_segments:
+        before = {k: v.copy() for k, v in obs.items()}
+        actions = policy(before)
+        obs, reward, terminated, truncated, info = env.step(actions)
+        segments = windows.append(before, before["obs_mask"], actions, reward, terminated, truncated, info["final"], None)
+        if segments:
+            buffer.push(segments)
+    return buffer
+
+
+def synchronize():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("method", ["copa", "aqmix"])
+def test_update_ms(benchmark, record_throughput, method):
+    cfg = preset("paper").replace(method=method)
+    learner = Learner(cpfast.make_env(cfg.env).spec, cfg, DEVICE, seed=0)
+    buffer = filled_buffer(cfg, 2 * cfg.effective_batch_size)
+    generator = torch.Generator().manual_seed(0)
+    batches = [buffer.sample(cfg.effective_batch_size, generator) for _ in range(2)]
+    step = iter(range(10**9))
+
+    def update():
+        learner.update(batches[next(step) % 2])
+        synchronize()
+
+    update()  # warm-up
+    benchmark.pedantic(update, rounds=5, iterations=1)
+    seconds = benchmark.stats.stats.median
+    benchmark.extra_info.update(ms_per_update=seconds * 1e3, batch=cfg.effective_batch_size)
+    record_throughput("update", (method, str(DEVICE), torch.get_num_threads()), seconds)
+
+
+def test_training_loop_env_steps(benchmark, record_throughput):
+    cfg = preset("paper").replace(total_steps=3 * 145 * 8, eval_episodes=1, checkpoint_every=10**6)
+    trainer = Trainer(cfg, "/tmp/cpfast-bench-run")
+    trainer.obs = trainer.env.reset()
+    for _ in range(2):  # fill the buffer past one batch so every update is real
+        trainer._episode_iteration(1.0)
+
+    def iteration():
+        trainer._episode_iteration(0.5)
+        synchronize()
+
+    benchmark.pedantic(iteration, rounds=1, iterations=1)
+    steps_per_s = cfg.n_envs * trainer.spec.episode_limit / benchmark.stats.stats.median
+    benchmark.extra_info["env_steps_per_s"] = steps_per_s
+    record_throughput("loop", (str(DEVICE), torch.get_num_threads()), steps_per_s)
+
+
+def summarize_training(results: dict) -> list[str]:
+    lines = []
+    for (method, device, threads), seconds in sorted(results.get("update", {}).items()):
+        ref = REFERENCE_UPDATE_S.get(method)
+        versus = f", {ref / seconds:.1f}x faster than the authors' {ref:.2f} s (2-core CPU)" if ref else ""
+        lines.append(f"{method:6s} update on {device} ({threads} threads): {seconds * 1e3:8.1f} ms{versus}; "
+                     f"{PAPER_UPDATES:,} updates = {PAPER_UPDATES * seconds / 3600:.1f} h")
+    for (device, threads), rate in sorted(results.get("loop", {}).items()):
+        lines.append(f"training loop (COPA, paper sizes) on {device} ({threads} threads): {rate:,.0f} env-steps/s; "
+                     f"projected 5M-step run: {PAPER_STEPS / rate / 3600:.1f} h")
+    return [""] + lines if lines else []

@@ -1,0 +1,112 @@
+"""Run configuration: one dataclass, with the paper's settings as the ``paper`` preset."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+METHODS = ("copa", "copa_novi", "aqmix", "aqmix_full", "aqmix_periodic", "aiqmix")
+COACH_METHODS = ("copa", "copa_novi")
+
+
+@dataclass
+class Config:
+    # What to run.
+    env: str = "resource_collection"
+    composition: str = "train"
+    method: str = "copa"
+    seed: int = 0
+    total_steps: int = 5_000_000  # env transitions over all rollout envs
+    n_envs: int = 8
+    period: int = 4  # T: coach period, segment length
+    # Networks (Table 3 and the reference code).
+    hidden_dim: int = 128  # dh, also the strategy width dz
+    n_heads: int = 4
+    mixer_hidden_dim: int = 128
+    mixer_embed_dim: int = 128
+    player_memory: str = "reference"
+    # Learning.
+    gamma: float = 0.99
+    lr: float = 3e-4
+    optim_alpha: float = 0.99
+    optim_eps: float = 1e-5
+    grad_norm_clip: float = 10.0
+    buffer_size: int = 100_000  # segments
+    batch_size: int = 0  # 0: int(256 * 8 / T) for coach methods, 256 otherwise
+    update_every: int = 100  # env transitions between updates
+    update_target_every: int = 200  # updates between hard target syncs
+    vi_lambda: float = 1e-3  # lambda_1; lambda_2 = lambda_1 / 10
+    imaginary_lambda: float = 0.5  # AI-QMIX
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+    segment_tail: str = "drop"
+    truncation_is_terminal: bool = False
+    # Evaluation.
+    eval_episodes: int = 500
+    eval_seed: int = 9999
+    beta: float = 0.0  # adaptive-communication threshold used by the end-of-run evaluation
+    # Machinery.
+    device: str = "auto"
+    num_threads: int = 0  # torch and env threads; 0 = all cores
+    checkpoint_every: int = 100  # episode-iterations between checkpoints
+    log_every: int = 10  # episode-iterations between log rows
+
+    @property
+    def uses_coach(self) -> bool:
+        return self.method in COACH_METHODS
+
+    @property
+    def entropy_lambda(self) -> float:
+        return self.vi_lambda / 10
+
+    @property
+    def effective_batch_size(self) -> int:
+        if self.batch_size:
+            return self.batch_size
+        return int(256 * 8 / self.period) if self.uses_coach else 256
+
+    def validate(self) -> "Config":
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.segment_tail not in ("drop", "pad"):
+            raise ValueError(f"segment_tail must be 'drop' or 'pad', got {self.segment_tail!r}")
+        for name in ("total_steps", "n_envs", "period", "hidden_dim", "n_heads", "buffer_size", "update_every",
+                     "update_target_every", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        return self
+
+    def replace(self, **changes) -> "Config":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes).validate()
+
+
+# Paper Table 3 plus the reference code's defaults (method.md §17): the dataclass defaults.
+PAPER = Config()
+
+PRESETS: dict[str, Config] = {
+    "paper": PAPER,
+    # A small budget for a 2-core CPU: narrower networks, a shorter run and a smaller batch;
+    # the schedule (update cadence, target syncs, epsilon decay) keeps the paper's shape.
+    "quick": PAPER.replace(total_steps=300_000, hidden_dim=64, mixer_hidden_dim=64, mixer_embed_dim=64,
+                           batch_size=64, buffer_size=20_000, checkpoint_every=50, eval_episodes=200),
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(values: dict) -> Config:
+    return Config().replace(**values)
+
+
+__all__ = ["COACH_METHODS", "Config", "METHODS", "PRESETS", "from_dict", "preset", "to_dict"]

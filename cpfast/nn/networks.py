@@ -1,0 +1,189 @@
+"""COPA's networks (method.md §1-§6). Every network reads only common-interface tensors;
+leading dimensions are free ([..., N_A, ...]) and are flattened for the attention."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..envs.spec import EnvSpec
+from .attention import EntityAttention
+from .mixing import qmix_combine
+
+
+# ---------------------------------------------------------------------------- inputs
+def agent_rows(spec: EnvSpec, entities, attributes, present, actions=None) -> torch.Tensor:
+    """``[entities[i, :D_a] ; (attributes[i] - 0.5) p_i (; one_hot(action_i))]`` per agent slot."""
+    parts = [entities[..., : spec.max_agents, : spec.agent_feat_dim], (attributes - 0.5) * present.unsqueeze(-1)]
+    if actions is not None:
+        parts.append(F.one_hot(actions.long(), spec.n_actions).to(entities.dtype))
+    return torch.cat(parts, dim=-1)
+
+
+def other_rows(spec: EnvSpec, entities) -> torch.Tensor:
+    return entities[..., spec.max_agents :, : spec.other_feat_dim]
+
+
+def full_mask(agent_present, entity_present) -> torch.Tensor:
+    return agent_present.unsqueeze(-1) * entity_present.unsqueeze(-2)
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_out))
+
+
+class AttentiveEncoder(nn.Module):
+    """Row encoders (agent rows and other rows separately) followed by entity attention."""
+
+    def __init__(self, agent_in: int, other_in: int, hidden: int, heads: int):
+        super().__init__()
+        self.agent_in = nn.Linear(agent_in, hidden)
+        self.other_in = nn.Linear(other_in, hidden)
+        self.attention = EntityAttention(hidden, heads)
+
+    def forward(self, agents, others, mask) -> torch.Tensor:
+        x = torch.cat([self.agent_in(agents), self.other_in(others)], dim=-2)
+        lead = x.shape[:-2]
+        out = self.attention(x.reshape(-1, *x.shape[-2:]), mask.reshape(-1, *mask.shape[-2:]))
+        return out.view(*lead, *out.shape[-2:])
+
+
+# ---------------------------------------------------------------------------- player
+class Player(nn.Module):
+    """Shared by all agents: attention feature, personal MLP, GRU memory, Q head (§3)."""
+
+    def __init__(self, spec: EnvSpec, hidden: int, heads: int, strategy_dim: int, memory: str):
+        super().__init__()
+        if memory not in ("reference", "recurrent"):
+            raise ValueError(f"player_memory must be 'reference' or 'recurrent', got {memory!r}")
+        self.spec, self.hidden, self.memory = spec, hidden, memory
+        self.encoder = AttentiveEncoder(spec.agent_feat_dim + spec.attr_dim + spec.n_actions, spec.other_feat_dim, hidden, heads)
+        self.personal = mlp(hidden, hidden, hidden)
+        self.gru = nn.GRUCell(hidden, hidden)
+        self.q_head = mlp(hidden + strategy_dim, hidden, spec.n_actions)
+
+    def features(self, entities, attributes, present, prev_actions, mask) -> torch.Tensor:
+        """h_t [..., N_A, dh]: everything before the memory, batched over any leading dims."""
+        agents = agent_rows(self.spec, entities, attributes, present, prev_actions)
+        return self.personal(self.encoder(agents, other_rows(self.spec, entities), mask))
+
+    def q_values(self, h, state, strategy=None):
+        """One memory step and the Q head: returns (q [..., N_A, n_act], next state)."""
+        g = self.gru(h.reshape(-1, self.hidden), state.reshape(-1, self.hidden)).view_as(h)
+        inputs = g if strategy is None else torch.cat([g, strategy], dim=-1)
+        return self.q_head(inputs), (h if self.memory == "reference" else g)
+
+    def q_sequence(self, h, start_state, strategy=None):
+        """Q values for a time-major sequence h [B, S, N_A, dh] from ``start_state`` [B, N_A, dh].
+
+        In ``reference`` memory the GRU's state input is the previous step's feature, so all
+        steps run in one batched call; ``recurrent`` memory loops over time."""
+        if self.memory == "reference":
+            states = torch.cat([start_state.unsqueeze(1), h[:, :-1]], dim=1)
+            return self.q_values(h, states, strategy)[0]
+        outputs, state = [], start_state
+        for t in range(h.shape[1]):
+            q, state = self.q_values(h[:, t], state, None if strategy is None else strategy[:, t])
+            outputs.append(q)
+        return torch.stack(outputs, dim=1)
+
+
+# ---------------------------------------------------------------------------- coach
+class Coach(nn.Module):
+    """Global-view encoder and Gaussian strategy head (§4)."""
+
+    LOGVAR_MIN, LOGVAR_MAX = -10.0, 0.0
+
+    def __init__(self, spec: EnvSpec, hidden: int, heads: int, strategy_dim: int):
+        super().__init__()
+        self.spec = spec
+        self.encoder = AttentiveEncoder(spec.agent_feat_dim + spec.attr_dim, spec.other_feat_dim, hidden, heads)
+        self.mean = nn.Linear(hidden, strategy_dim)
+        self.logvar = nn.Linear(hidden, strategy_dim)
+
+    def encode(self, entities, attributes, present, entity_present) -> torch.Tensor:
+        """The per-agent coach embedding h^c [..., N_A, dh] (full view)."""
+        agents = agent_rows(self.spec, entities, attributes, present)
+        return self.encoder(agents, other_rows(self.spec, entities), full_mask(present, entity_present))
+
+    def strategy(self, embedding):
+        """(mean, log-variance clamped to [-10, 0]) of the strategy distribution."""
+        return self.mean(embedding), self.logvar(embedding).clamp(self.LOGVAR_MIN, self.LOGVAR_MAX)
+
+    @staticmethod
+    def sample(mean, logvar, generator=None):
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * noise
+
+
+# ---------------------------------------------------------------------------- mixers
+class CopaMixer(nn.Module):
+    """Coach-conditioned hypernetworks over the coach embeddings (§5.1)."""
+
+    def __init__(self, hidden: int, mixer_hidden: int, embed: int):
+        super().__init__()
+        self.w1, self.b1, self.w2, self.b2 = (mlp(hidden, mixer_hidden, embed) for _ in range(4))
+
+    def forward(self, coach_embedding, agent_q, present) -> torch.Tensor:
+        e = coach_embedding
+        return qmix_combine(self.w1(e), self.b1(e), self.w2(e), self.b2(e), agent_q, present)
+
+
+class HyperNet(nn.Module):
+    """A self-contained full-view attention hypernetwork of the baseline mixer (§5.2)."""
+
+    def __init__(self, spec: EnvSpec, hidden: int, heads: int, mixer_hidden: int, embed: int):
+        super().__init__()
+        self.encoder = AttentiveEncoder(spec.agent_feat_dim + spec.attr_dim, spec.other_feat_dim, hidden, heads)
+        self.head = mlp(hidden, mixer_hidden, embed)
+
+    def forward(self, agents, others, mask) -> torch.Tensor:
+        return self.head(self.encoder(agents, others, mask))
+
+
+class BaselineMixer(nn.Module):
+    """QMIX-style mixer whose four hypernetworks attend over the full state (§5.2)."""
+
+    def __init__(self, spec: EnvSpec, hidden: int, heads: int, mixer_hidden: int, embed: int):
+        super().__init__()
+        self.spec = spec
+        self.w1, self.b1, self.w2, self.b2 = (HyperNet(spec, hidden, heads, mixer_hidden, embed) for _ in range(4))
+
+    def hyper_inputs(self, entities, attributes, present):
+        return agent_rows(self.spec, entities, attributes, present), other_rows(self.spec, entities)
+
+    def forward(self, entities, attributes, present, entity_present, agent_q) -> torch.Tensor:
+        agents, others = self.hyper_inputs(entities, attributes, present)
+        mask = full_mask(present, entity_present)
+        return qmix_combine(self.w1(agents, others, mask), self.b1(agents, others, mask),
+                            self.w2(agents, others, mask), self.b2(agents, others, mask), agent_q, present)
+
+    def imagined(self, entities, attributes, present, entity_present, q_within, q_across, within):
+        """AI-QMIX's Q^im (§16): W1 from within-group and across-group views, b1/w2/b2 full."""
+        agents, others = self.hyper_inputs(entities, attributes, present)
+        mask = full_mask(present, entity_present)
+        n_agents = present.shape[-1]
+        within_agents = within[..., :n_agents, :]
+        w1_within = self.w1(agents, others, mask * within_agents)
+        w1_across = self.w1(agents, others, mask * (1 - within_agents))
+        return qmix_combine(
+            torch.stack([w1_within, w1_across]), self.b1(agents, others, mask), self.w2(agents, others, mask),
+            self.b2(agents, others, mask), torch.stack([q_within, q_across]), present, pairs=True)
+
+
+# ---------------------------------------------------------------------------- posterior
+class VariationalPosterior(nn.Module):
+    """q_xi(z | trajectory, state): attention over rows with the action taken (§6)."""
+
+    def __init__(self, spec: EnvSpec, hidden: int, heads: int, strategy_dim: int):
+        super().__init__()
+        self.spec = spec
+        self.encoder = AttentiveEncoder(spec.agent_feat_dim + spec.attr_dim + spec.n_actions, spec.other_feat_dim, hidden, heads)
+        self.mean = mlp(hidden, hidden, strategy_dim)
+        self.logvar = mlp(hidden, hidden, strategy_dim)
+
+    def forward(self, entities, attributes, present, actions, mask):
+        agents = agent_rows(self.spec, entities, attributes, present, actions)
+        e = self.encoder(agents, other_rows(self.spec, entities), mask)
+        return self.mean(e), self.logvar(e).clamp(Coach.LOGVAR_MIN, Coach.LOGVAR_MAX)

@@ -1,0 +1,145 @@
+"""Acting in batched environments (method.md §3, §9, §12-§14): epsilon-greedy players,
+coach strategies every T steps, and evaluation with adaptive communication."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .config import Config
+from .envs import make_env
+from .learner import Networks
+from .nn import full_mask
+
+
+def to_tensors(obs: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
+    """Copies an observation (runner views) into float tensors on ``device``."""
+    tensor = lambda key: torch.as_tensor(np.array(obs[key]), device=device)  # noqa: E731 (np.array: copy the view)
+    return {
+        "entities": tensor("entities"),
+        "attributes": tensor("attributes"),
+        "present": tensor("agent_present").float(),
+        "entity_present": tensor("entity_present").float(),
+        "obs_mask": tensor("obs_mask").float(),
+        "avail": tensor("avail_actions").bool(),
+    }
+
+
+def epsilon(iteration: int, n_iters: int, cfg: Config) -> float:
+    """Exponential decay per episode-iteration: max(eps_end, exp(-it ln(eps_start/eps_end) / n_iters))."""
+    return max(cfg.eps_end, cfg.eps_start * math.exp(-iteration * math.log(cfg.eps_start / cfg.eps_end) / n_iters))
+
+
+class Actor:
+    """Acting state of a batch of envs: player memory, previous actions, held strategies."""
+
+    def __init__(self, nets: Networks, cfg: Config, n_envs: int, device, generator: torch.Generator):
+        self.nets, self.cfg, self.device, self.generator = nets, cfg, device, generator
+        spec = nets.player.spec
+        self.n_agents, self.n_actions = spec.max_agents, spec.n_actions
+        self.state = torch.zeros(n_envs, self.n_agents, cfg.hidden_dim, device=device)
+        self.prev_actions = torch.zeros(n_envs, self.n_agents, dtype=torch.long, device=device)
+        self.strategy = torch.zeros(n_envs, self.n_agents, cfg.hidden_dim, device=device) if cfg.uses_coach else None
+
+    def reset(self, envs=None) -> None:
+        """Zeroes memory, previous action and held strategy of whole envs (a new episode)."""
+        index = slice(None) if envs is None else torch.as_tensor(envs, device=self.device)
+        self.state[index] = 0
+        self.prev_actions[index] = 0
+        if self.strategy is not None:
+            self.strategy[index] = 0
+
+    def reset_slots(self, changed: torch.Tensor) -> None:
+        """A join or leave: that slot's memory, previous action and held strategy restart."""
+        self.state[changed] = 0
+        self.prev_actions[changed] = 0
+        if self.strategy is not None:
+            self.strategy[changed] = 0
+
+    def player_mask(self, obs: dict, t: np.ndarray) -> torch.Tensor:
+        """The view players act on (method.md §16); ``t`` is each env's episode step."""
+        method = self.cfg.method
+        if method == "aqmix_full":
+            return full_mask(obs["present"], obs["entity_present"])
+        if method == "aqmix_periodic":
+            full_view = torch.as_tensor(t % self.cfg.period == 0, device=self.device)[:, None, None]
+            return torch.where(full_view, full_mask(obs["present"], obs["entity_present"]), obs["obs_mask"])
+        return obs["obs_mask"]
+
+    def coach_strategy(self, obs: dict, sample: bool):
+        mean, logvar = self.nets.coach.strategy(
+            self.nets.coach.encode(obs["entities"], obs["attributes"], obs["present"], obs["entity_present"]))
+        return self.nets.coach.sample(mean, logvar, self.generator) if sample else mean
+
+    def act(self, obs: dict, mask: torch.Tensor, eps: float) -> torch.Tensor:
+        """Epsilon-greedy over available actions; absent slots take the no-op."""
+        player = self.nets.player
+        h = player.features(obs["entities"], obs["attributes"], obs["present"], self.prev_actions, mask)
+        q, self.state = player.q_values(h, self.state, self.strategy)
+        avail = obs["avail"]
+        greedy = q.masked_fill(~avail, float("-inf")).argmax(dim=-1)
+        if eps > 0:
+            keys = torch.rand(avail.shape, generator=self.generator, device=self.device) * avail
+            explore = torch.rand(greedy.shape, generator=self.generator, device=self.device) < eps
+            greedy = torch.where(explore, keys.argmax(dim=-1), greedy)
+        actions = greedy * obs["present"].long()
+        self.prev_actions = actions
+        return actions
+
+
+@torch.no_grad()
+def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episodes: int, device,
+             n_envs: int | None = None) -> dict[str, float]:
+    """Greedy players and mean strategies gated by the adaptive rule with threshold ``beta``
+    (method.md §13). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
+    states for every method and trained seed). Returns the mean team return, its standard
+    error and the communication frequency (sends / decision points)."""
+    n_envs = n_envs or min(episodes, 50)
+    env = make_env(cfg.env, num_envs=n_envs, seed=0, composition=composition, eval_seed=cfg.eval_seed,
+                   num_threads=cfg.num_threads or None)
+    generator = torch.Generator(device=device).manual_seed(cfg.eval_seed)
+    actor = Actor(nets, cfg, n_envs, device, generator)
+    received = torch.zeros(n_envs, env.spec.max_agents, dtype=torch.bool, device=device)
+    sends = decisions = 0
+    returns: dict[int, float] = {}
+    episode_of_env = np.arange(n_envs)  # k = i + j * n_envs
+    obs_np = env.reset()
+    t = np.zeros(n_envs, dtype=np.int64)
+    while len(returns) < episodes:
+        obs = to_tensors(obs_np, device)
+        if cfg.uses_coach:
+            deciding = torch.as_tensor(t % cfg.period == 0, device=device)
+            if deciding.any():
+                mean = actor.coach_strategy(obs, sample=False)
+                present = obs["present"].bool() & deciding[:, None]
+                changed = (mean - actor.strategy).norm(dim=-1) > beta
+                send = present & (~received | changed)
+                actor.strategy[send] = mean[send]
+                received |= send
+                sends += int(send.sum())
+                decisions += int(present.sum())
+        actions = actor.act(obs, actor.player_mask(obs, t), eps=0.0)
+        obs_np, _, terminated, truncated, info = env.step(actions.cpu().numpy())
+        ended = np.flatnonzero(terminated | truncated)
+        for e in ended:
+            if episode_of_env[e] < episodes:
+                returns[int(episode_of_env[e])] = float(info["episode_return"][e])
+            episode_of_env[e] += n_envs
+        t = np.where(terminated | truncated, 0, t + 1)
+        if len(ended):
+            actor.reset(ended)
+            received[torch.as_tensor(ended, device=device)] = False
+        # Joins and leaves within an episode restart that slot's memory and held strategy.
+        changed_slots = torch.as_tensor(np.array(obs_np["agent_present"]), device=device).bool() != obs["present"].bool()
+        changed_slots[torch.as_tensor(ended, device=device, dtype=torch.long)] = False
+        if changed_slots.any():
+            actor.reset_slots(changed_slots)
+            received &= ~changed_slots
+    values = np.array([returns[k] for k in range(episodes)])
+    return {
+        "return": float(values.mean()),
+        "return_se": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
+        "comm_frequency": sends / decisions if decisions else float("nan"),
+    }

@@ -1,0 +1,156 @@
+"""Training loop: resume exactness, checkpoints, update cadence, adaptive communication."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import cpfast
+from cpfast import checkpoint
+from cpfast.config import preset
+from cpfast.rollout import evaluate
+from cpfast.train import Trainer, main as train_main
+
+
+def tiny(**changes):
+    base = dict(n_envs=2, total_steps=3 * 145 * 2, hidden_dim=16, mixer_hidden_dim=16, mixer_embed_dim=16,
+                batch_size=8, buffer_size=500, update_every=20, update_target_every=5, checkpoint_every=1, log_every=1,
+                eval_episodes=2, num_threads=1)
+    return preset("quick").replace(**(base | changes))
+
+
+def read_log(run_dir):
+    with open(run_dir / "progress.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("method", ["copa", "aqmix_periodic"])
+def test_resume_gives_the_identical_next_updates(tmp_path, method):
+    cfg = tiny(method=method)
+    straight = Trainer(cfg, tmp_path / "straight")
+    straight.run(progress=False)
+    killed = Trainer(cfg, tmp_path / "killed")
+    killed.run(progress=False, stop_at=2)
+    resumed = Trainer(cfg, tmp_path / "killed")
+    resumed.restore(checkpoint.load(tmp_path / "killed" / "checkpoint_latest.pt"))
+    assert resumed.iteration == 2
+    resumed.run(progress=False)
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "killed")
+    assert len(a) == len(b) == 3
+    for key in ("env_steps", "updates", "train_return", "loss", "td_loss", "vi_loss"):
+        assert a[2][key] == b[2][key], key
+    for (name, p), q in zip(straight.learner.online.named_parameters(), resumed.learner.online.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_cli_resume_continues_a_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["--preset", "quick", "--steps", str(2 * 145 * 8), "--eval-episodes", "2", "--run-dir", str(run_dir),
+            "--no-progress", "--threads", "1"]
+    train_main(args)
+    summary = train_main(["--run-dir", str(run_dir), "--resume", "--no-progress"])
+    assert summary["iterations"] == 2  # nothing left to do: the resumed run ends at once
+    assert "evaluation on train" in capsys.readouterr().out
+
+
+def test_corrupt_and_mismatched_checkpoints_raise_clear_errors(tmp_path):
+    cfg = tiny(total_steps=145 * 2)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.run(progress=False)
+    path = tmp_path / "run" / "checkpoint_latest.pt"
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(checkpoint.CheckpointError, match="truncated.pt.*corrupt"):
+        checkpoint.load(truncated)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match="garbage.pt"):
+        checkpoint.load(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": 1}, foreign)
+    with pytest.raises(checkpoint.CheckpointError, match="not a cpfast"):
+        checkpoint.load(foreign)
+    other = Trainer(tiny(method="aqmix"), tmp_path / "other")
+    with pytest.raises(checkpoint.CheckpointError, match="method: checkpoint 'copa' vs run 'aqmix'"):
+        other.restore(checkpoint.load(path))
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    checkpoint.save_atomic({"value": 1}, path)
+
+    def failing_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_atomic({"value": 2}, path)
+    monkeypatch.undo()
+    assert checkpoint.load(path)["value"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def expected_updates(n_iters, n_envs, horizon, period, update_every, batch):
+    """method.md §9 arithmetic, written out independently of the trainer."""
+    counter = last = updates = segments = 0
+    for _ in range(n_iters):
+        for t in range(horizon):
+            counter += n_envs
+            if t % period == 0 and t > 0:
+                segments += n_envs
+            if counter - last >= update_every:
+                last = counter
+                if segments >= batch:
+                    updates += 1
+    return updates
+
+
+def test_update_cadence_and_target_syncs_follow_the_schedule(tmp_path):
+    cfg = tiny(n_envs=3, total_steps=2 * 145 * 3, update_every=37, update_target_every=4, batch_size=40)
+    trainer = Trainer(cfg, tmp_path / "run")
+    syncs = []
+    original = trainer.learner.sync_targets
+    trainer.learner.sync_targets = lambda: (syncs.append(trainer.learner.n_updates), original())
+    trainer.run(progress=False)
+    expected = expected_updates(2, 3, 145, cfg.period, 37, 40)
+    assert trainer.learner.n_updates == expected > 0
+    assert syncs == list(range(4, expected + 1, 4))
+    assert trainer.counter == 2 * 145 * 3
+
+
+def decision_counts(composition, eval_seed, episodes, n_envs, period):
+    """Forced sends and decision points of method.md §13 from the env's presence trace alone
+    (compositions never depend on actions)."""
+    env = cpfast.make_env("resource_collection", num_envs=n_envs, composition=composition, eval_seed=eval_seed)
+    obs = env.reset()
+    received = np.zeros((n_envs, 6), dtype=bool)
+    forced = points = 0
+    for _ in range(math.ceil(episodes / n_envs)):
+        for t in range(145):
+            present = obs["agent_present"].astype(bool)
+            if t % period == 0:
+                forced += int((present & ~received).sum())
+                points += int(present.sum())
+                received |= present
+            before = present.copy()
+            obs, _, _, truncated, _ = env.step(np.zeros((n_envs, 6), dtype=np.int64))
+            changed = obs["agent_present"].astype(bool) != before
+            received &= ~changed
+            received[truncated == 1] = False
+    return forced, points
+
+
+@pytest.mark.parametrize("composition", ["train", "dynamic"])
+def test_adaptive_communication_counts(composition):
+    cfg = tiny(eval_seed=77)
+    nets = cpfast.learner.Networks(cpfast.make_env("resource_collection").spec, cfg)
+    forced, points = decision_counts(composition, 77, episodes=4, n_envs=4, period=cfg.period)
+    never = evaluate(nets, cfg, composition, beta=float("inf"), episodes=4, device="cpu", n_envs=4)
+    always = evaluate(nets, cfg, composition, beta=-1.0, episodes=4, device="cpu", n_envs=4)
+    assert always["comm_frequency"] == 1.0
+    assert never["comm_frequency"] == pytest.approx(forced / points)
+    assert forced < points

@@ -110,7 +110,9 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     while len(returns) < episodes:
         obs = to_tensors(obs_np, device)
         if cfg.uses_coach:
-            deciding = torch.as_tensor(t % cfg.period == 0, device=device)
+            # Envs already past their last requested episode keep stepping (lockstep batch), but
+            # their decisions must not count towards the frequency of the evaluated episodes.
+            deciding = torch.as_tensor((t % cfg.period == 0) & (episode_of_env < episodes), device=device)
             if deciding.any():
                 mean = actor.coach_strategy(obs, sample=False)
                 present = obs["present"].bool() & deciding[:, None]

@@ -1,0 +1,175 @@
+"""Evaluate trained runs on the zero-shot compositions and the beta sweep (method.md §13-§14).
+
+    python -m cpfast.evaluate runs/rc_copa_s0 runs/rc_copa_s1 runs/rc_aqmix_s0 --out results
+    python -m cpfast.evaluate runs/* --compositions n5 n6 --betas 0 3 --episodes 100
+
+Each run's checkpoint is evaluated with greedy players and mean strategies on the same evaluation
+episodes; runs are grouped by method and reported as mean ± std(ddof=0)/sqrt(n_seeds) over seeds.
+Writes eval.csv (one row per run, composition and beta) and eval.md (the grouped table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .checkpoint import CheckpointError
+from .config import COACH_METHODS, Config, from_dict
+from .envs import make_env
+from .learner import Networks
+from .rollout import evaluate
+from .train import resolve_device
+
+COMPOSITIONS = ("train", "n5", "n6", "dynamic")
+BETAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
+CSV_FIELDS = ("run_dir", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
+              "return_se", "comm_frequency")
+NA = "n/a"  # beta and communication frequency of methods without a coach (pandas reads it as NaN)
+
+
+def load_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[Config, Networks, dict]:
+    """The config and online networks stored in ``run_dir/checkpoint_<which>.pt``, and the payload.
+
+    Raises CheckpointError naming the file when it is missing, corrupt, or not the run's."""
+    path = Path(run_dir) / f"checkpoint_{which}.pt"
+    payload = checkpoint.load(path)
+    config_json = Path(run_dir) / "config.json"
+    if config_json.is_file():  # a checkpoint copied in from another run would silently mislead
+        try:
+            run_config = json.loads(config_json.read_text())
+        except ValueError as error:
+            raise CheckpointError(f"{config_json} is not valid JSON: {error}") from error
+        checkpoint.check_compatible(payload, run_config, path)
+    try:
+        cfg = from_dict(payload["config"])
+        nets = Networks(make_env(cfg.env).spec, cfg)
+        nets.load_state_dict(payload["learner"]["online"])
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # missing keys, wrong shapes, bad config
+        raise CheckpointError(f"checkpoint {path} does not hold usable networks: {error}") from error
+    return cfg, nets.to(device).eval(), payload
+
+
+def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: int = 500, which: str = "latest",
+                  device: str = "auto", threads: int | None = None) -> list[dict]:
+    """One row per run x composition x beta (a single row per composition for coachless methods,
+    with ``beta`` and ``comm_frequency`` None). ``return_se`` is over that run's episodes."""
+    device = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    rows = []
+    for run_dir in run_dirs:
+        cfg, nets, payload = load_run(run_dir, which, device)
+        if threads:
+            cfg = cfg.replace(num_threads=threads)
+        for composition in compositions:
+            for beta in (betas if cfg.uses_coach else (None,)):
+                result = evaluate(nets, cfg, composition, 0.0 if beta is None else float(beta), episodes, device)
+                rows.append({
+                    "run_dir": str(run_dir), "method": cfg.method, "seed": cfg.seed, "checkpoint": which,
+                    "env_steps": payload.get("counter"), "composition": composition,
+                    "beta": None if beta is None else float(beta), "episodes": episodes,
+                    "return": result["return"], "return_se": result["return_se"],
+                    "comm_frequency": result["comm_frequency"] if cfg.uses_coach else None,
+                })
+    return rows
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and std(ddof=0)/sqrt(n), the reference convention for spread over seeds."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=0) / math.sqrt(len(values)))
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Groups per-run rows by (method, composition, beta): mean ± s.e. over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["composition"], row["beta"]), []).append(row)
+    order = {c: i for i, c in enumerate(COMPOSITIONS)}
+    keys = sorted(groups, key=lambda k: (k[0], order.get(k[1], len(order)), k[1], -math.inf if k[2] is None else k[2]))
+    summary = []
+    for method, composition, beta in keys:
+        group = groups[(method, composition, beta)]
+        ret, ret_se = mean_se([r["return"] for r in group])
+        comm, comm_se = mean_se([r["comm_frequency"] for r in group]) if beta is not None else (None, None)
+        summary.append({"method": method, "composition": composition, "beta": beta,
+                        "seeds": sorted(r["seed"] for r in group), "return": ret, "return_se": ret_se,
+                        "comm_frequency": comm, "comm_frequency_se": comm_se})
+    return summary
+
+
+def write_csv(rows: list[dict], path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: NA if row[k] is None else row[k] for k in CSV_FIELDS})
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """eval.csv back into rows as evaluate_runs returns them."""
+    numeric = {"seed": int, "env_steps": int, "episodes": int, "beta": float, "return": float, "return_se": float,
+               "comm_frequency": float}
+    with open(path, newline="") as f:
+        return [{k: (None if v in (NA, "") else numeric[k](v) if k in numeric else v) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def markdown_table(summary: list[dict]) -> str:
+    header = ("method", "composition", "β", "seeds", "return (mean ± s.e.)", "comm. frequency (mean ± s.e.)")
+    lines = [header]
+    for s in summary:
+        comm = NA if s["beta"] is None else f"{s['comm_frequency']:.1%} ± {s['comm_frequency_se']:.1%}"
+        lines.append((s["method"], s["composition"], NA if s["beta"] is None else f"{s['beta']:g}",
+                      str(len(s["seeds"])), f"{s['return']:.2f} ± {s['return_se']:.2f}", comm))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(lines[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, lines[1:])])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cpfast.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--compositions", nargs="+", default=list(COMPOSITIONS))
+    p.add_argument("--betas", nargs="+", type=float, default=list(BETAS),
+                   help="communication thresholds for coach methods (-1: send every time)")
+    p.add_argument("--episodes", type=int, default=500, help="evaluation episodes per run and setting")
+    p.add_argument("--checkpoint", choices=("latest", "best"), default="latest",
+                   help="latest: the model at the end of training (default); best: highest training return")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and the envs (default: the runs' setting)")
+    p.add_argument("--out", default=".", help="folder for eval.csv and eval.md (default: current folder)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    if args.episodes < 1:
+        raise SystemExit("error: --episodes must be positive")
+    try:
+        rows = evaluate_runs(args.run_dirs, args.compositions, args.betas, args.episodes, args.checkpoint,
+                             args.device, args.threads)
+    except (CheckpointError, ValueError) as error:  # bad files, unknown compositions: a message, not a trace
+        raise SystemExit(f"error: {error}") from None
+    table = markdown_table(summarise(rows))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "eval.csv")
+    note = (f"{args.episodes} evaluation episodes per run and setting, checkpoint `{args.checkpoint}`; "
+            "mean ± std(ddof=0)/sqrt(n_seeds) over seeds.")
+    (out / "eval.md").write_text(f"{table}\n\n{note}\n")
+    print(f"{table}\n\n{note}\nwrote {out / 'eval.csv'} and {out / 'eval.md'}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Figures of trained runs: learning curves and, from an evaluation, reward vs communication.
+
+    python -m cpfast.plot runs/rc_copa_s* runs/rc_aqmix_s* --out figures
+    python -m cpfast.plot runs/rc_copa_s* --eval-csv results/eval.csv --out figures
+
+learning_curves.png: training return (mean of the last 100 episodes, as logged) against env
+steps, per method the mean over seeds with a ±s.e. band (std(ddof=0)/sqrt(n_seeds)), each seed
+interpolated onto a common env-step grid. reward_vs_communication.png: for coach methods, mean
+return against communication frequency across the beta sweep, one panel per composition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .evaluate import read_csv, summarise  # noqa: E402
+
+
+def read_progress(run_dir: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
+    """The run's method and its (env_steps, train_return) log, rows without a return dropped."""
+    run_dir = Path(run_dir)
+    method = json.loads((run_dir / "config.json").read_text())["method"]
+    with open(run_dir / "progress.csv", newline="") as f:
+        rows = [(float(r["env_steps"]), float(r["train_return"])) for r in csv.DictReader(f)]
+    log = np.array([r for r in rows if not math.isnan(r[1])]).reshape(-1, 2)
+    if not len(log):
+        raise ValueError(f"{run_dir / 'progress.csv'} has no logged training return yet")
+    return method, log[:, 0], log[:, 1]
+
+
+def plot_learning_curves(run_dirs, path: str | Path, points: int = 200) -> Path:
+    by_method: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for run_dir in run_dirs:
+        method, steps, returns = read_progress(run_dir)
+        by_method.setdefault(method, []).append((steps, returns))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, curves in sorted(by_method.items()):
+        # The grid spans only the steps every seed reached, so each point averages all seeds.
+        lo, hi = max(s[0] for s, _ in curves), min(s[-1] for s, _ in curves)
+        grid = np.linspace(lo, hi, points) if hi > lo else np.array([hi])
+        values = np.stack([np.interp(grid, s, r) for s, r in curves])
+        mean, se = values.mean(axis=0), values.std(axis=0, ddof=0) / math.sqrt(len(values))
+        line, = ax.plot(grid, mean, marker="o" if len(grid) == 1 else None, label=f"{method} ({len(curves)} seeds)")
+        ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.25, linewidth=0)
+    ax.set(xlabel="env steps", ylabel="training return (mean ± s.e. over seeds)", title="Learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reward_vs_communication(rows: list[dict], path: str | Path) -> Path | None:
+    """Mean return against communication frequency over the beta sweep; None if no coach rows."""
+    summary = [s for s in summarise(rows) if s["beta"] is not None]
+    if not summary:
+        return None
+    compositions = list(dict.fromkeys(s["composition"] for s in summary))
+    fig, axes = plt.subplots(1, len(compositions), figsize=(5 * len(compositions), 4.2), squeeze=False)
+    for ax, composition in zip(axes[0], compositions):
+        for method in sorted({s["method"] for s in summary if s["composition"] == composition}):
+            points = sorted((s for s in summary if (s["method"], s["composition"]) == (method, composition)),
+                            key=lambda s: s["comm_frequency"])
+            x = np.array([s["comm_frequency"] for s in points]) * 100
+            ax.errorbar(x, [s["return"] for s in points], xerr=[s["comm_frequency_se"] * 100 for s in points],
+                        yerr=[s["return_se"] for s in points], marker="o", capsize=3, label=method)
+            for s, xi in zip(points, x):
+                ax.annotate(f"β={s['beta']:g}", (xi, s["return"]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+        ax.set(title=composition, xlabel="communication frequency (%)", ylabel="evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Reward vs communication (mean ± s.e. over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cpfast.plot", description=__doc__.splitlines()[0])
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="runs whose progress.csv to plot")
+    p.add_argument("--eval-csv", help="eval.csv from python -m cpfast.evaluate")
+    p.add_argument("--out", default=".", help="folder for the figures (default: current folder)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> list[Path]:
+    args = parse_args(argv)
+    if not args.run_dirs and not args.eval_csv:
+        raise SystemExit("error: give at least one RUN_DIR or --eval-csv")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        if args.run_dirs:
+            written.append(plot_learning_curves(args.run_dirs, out / "learning_curves.png"))
+        if args.eval_csv:
+            figure = plot_reward_vs_communication(read_csv(args.eval_csv), out / "reward_vs_communication.png")
+            if figure is None:
+                print(f"{args.eval_csv} has no coach-method rows: no reward_vs_communication.png")
+            else:
+                written.append(figure)
+    except (OSError, KeyError, ValueError) as error:  # missing or malformed logs: a message, not a trace
+        raise SystemExit(f"error: {error}") from None
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""End to end: train tiny runs, evaluate them (python -m cpfast.evaluate) and plot them (cpfast.plot)."""
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cpfast
+from cpfast import evaluate, plot, train
+from cpfast.checkpoint import CheckpointError
+from cpfast.rollout import evaluate as evaluate_policy
+
+EPISODES = 4
+COMPOSITIONS = ["n5", "dynamic"]
+HUGE_BETA = 1e6
+BETAS = [-1.0, HUGE_BETA]  # every decision point sends / only the forced sends
+RUNS = [("copa", 0), ("copa", 1), ("aqmix", 0)]
+CSV_COLUMNS = ["run_dir", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
+               "return_se", "comm_frequency"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    threads = torch.get_num_threads()
+    dirs = []
+    for method, seed in RUNS:
+        run_dir = root / f"{method}_s{seed}"
+        # One thread: two torch threads next to another busy process slow updates ~20x.
+        train.main(["--preset", "quick", "--steps", "2400", "--eval-episodes", "4", "--no-progress", "--threads", "1",
+                    "--device", "cpu", "--method", method, "--seed", str(seed), "--run-dir", str(run_dir)])
+        dirs.append(run_dir)
+    torch.set_num_threads(threads)  # train sets it process-wide
+    return dirs
+
+
+def forced_frequency(composition, episodes, period=4, eval_seed=9999):
+    """Sends / decision points when only forced sends happen (method.md §13), counted from the
+    presence schedule alone: a slot present at a decision time sends iff it has not received a
+    strategy since it (re)appeared. Presence does not depend on the actions, so no-ops do."""
+    env = cpfast.make_env("resource_collection", num_envs=episodes, composition=composition, eval_seed=eval_seed,
+                          num_threads=1)
+    present = env.reset()["agent_present"].astype(bool).copy()
+    received = np.zeros_like(present)
+    sends = decisions = 0
+    for t in range(env.spec.episode_limit):
+        if t % period == 0:
+            sends += int((present & ~received).sum())
+            decisions += int(present.sum())
+            received |= present
+        obs, _, terminated, truncated, _ = env.step(np.zeros(present.shape, dtype=np.int64))
+        now = obs["agent_present"].astype(bool)
+        received &= now == present  # a join or a leave: that slot must be sent to afresh
+        present = now.copy()
+    assert (terminated | truncated).all()  # exactly one episode per env
+    return sends / decisions
+
+
+def test_evaluate_and_plot(runs, tmp_path):
+    out = tmp_path / "results"
+    rows = evaluate.main([*map(str, runs), "--compositions", *COMPOSITIONS, "--betas", *map(str, BETAS),
+                          "--episodes", str(EPISODES), "--device", "cpu", "--threads", "1", "--out", str(out)])
+
+    with open(out / "eval.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == CSV_COLUMNS
+        table = list(reader)
+    # copa: 2 seeds x 2 compositions x 2 betas; aqmix: one row per composition.
+    assert len(table) == len(rows) == 2 * 2 * 2 + 2
+    copa = [r for r in table if r["method"] == "copa"]
+    aqmix = [r for r in table if r["method"] == "aqmix"]
+    assert len(copa) == 8 and len(aqmix) == 2
+    assert {(r["composition"], r["beta"], r["comm_frequency"]) for r in aqmix} == {(c, "n/a", "n/a") for c in COMPOSITIONS}
+    for r in table:
+        assert int(r["episodes"]) == EPISODES and r["checkpoint"] == "latest" and int(r["env_steps"]) == 2320
+        assert math.isfinite(float(r["return"]))
+    for r in copa:
+        frequency = float(r["comm_frequency"])
+        assert 0.0 <= frequency <= 1.0
+        if float(r["beta"]) == -1:
+            assert frequency == 1.0
+        else:
+            assert frequency == pytest.approx(forced_frequency(r["composition"], EPISODES), abs=1e-12)
+    # 145 steps, T = 4 and a fixed team: one forced send per agent in 37 decision points.
+    assert forced_frequency("n5", EPISODES) == pytest.approx(1 / 37)
+
+    # Grouped table: mean ± std(ddof=0)/sqrt(n) over seeds; for two seeds that s.e. is |a - b| / (2 sqrt 2).
+    markdown = (out / "eval.md").read_text()
+    for composition in COMPOSITIONS:
+        for beta in BETAS:
+            a, b = (float(r["return"]) for r in copa if r["composition"] == composition and float(r["beta"]) == beta)
+            fa, fb = (float(r["comm_frequency"]) for r in copa
+                      if r["composition"] == composition and float(r["beta"]) == beta)
+            cells = ["copa", composition, f"{beta:g}", "2", f"{(a + b) / 2:.2f} ± {abs(a - b) / (2 * math.sqrt(2)):.2f}",
+                     f"{(fa + fb) / 2:.1%} ± {abs(fa - fb) / (2 * math.sqrt(2)):.1%}"]
+            assert any([c.strip() for c in line.strip("|").split("|")] == cells for line in markdown.splitlines()), cells
+        (single,) = (float(r["return"]) for r in aqmix if r["composition"] == composition)
+        cells = ["aqmix", composition, "n/a", "1", f"{single:.2f} ± 0.00", "n/a"]
+        assert any([c.strip() for c in line.strip("|").split("|")] == cells for line in markdown.splitlines()), cells
+    summary = evaluate.summarise(evaluate.read_csv(out / "eval.csv"))
+    assert len(summary) == 2 * 2 + 2
+
+    figures = plot.main([*map(str, runs), "--eval-csv", str(out / "eval.csv"), "--out", str(out)])
+    assert sorted(p.name for p in figures) == ["learning_curves.png", "reward_vs_communication.png"]
+    for name in ("learning_curves.png", "reward_vs_communication.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
+            image.verify()
+
+
+def test_frequency_counts_only_requested_episodes(runs):
+    # 6 episodes on 4 envs: the batch plays 8, the last 2 must not count (dynamic episodes differ).
+    cfg, nets, _ = evaluate.load_run(runs[0])
+    cfg = cfg.replace(num_threads=1)
+    result = evaluate_policy(nets, cfg, "dynamic", HUGE_BETA, 6, torch.device("cpu"), n_envs=4)
+    assert result["comm_frequency"] == pytest.approx(forced_frequency("dynamic", 6), abs=1e-12)
+
+
+def copy_run(run_dir, dest):
+    dest.mkdir()
+    for name in ("config.json", "progress.csv", "checkpoint_latest.pt"):
+        shutil.copy(run_dir / name, dest / name)
+    return dest / "checkpoint_latest.pt"
+
+
+def test_corrupt_checkpoint_fails_with_its_name(runs, tmp_path):
+    path = copy_run(runs[0], tmp_path / "corrupt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        evaluate.evaluate_runs([path.parent], ["n5"], [0.0], 2, device="cpu")
+    # The CLI: exit status 1 and a one-line message naming the file, no traceback.
+    done = subprocess.run([sys.executable, "-m", "cpfast.evaluate", str(path.parent), "--compositions", "n5",
+                           "--episodes", "2", "--device", "cpu", "--out", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert str(path) in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "eval.csv").exists()
+
+
+def test_mismatched_checkpoint_fails(runs, tmp_path):
+    path = copy_run(runs[0], tmp_path / "mismatch")
+    config = json.loads((path.parent / "config.json").read_text())
+    (path.parent / "config.json").write_text(json.dumps({**config, "hidden_dim": 32}))
+    with pytest.raises(SystemExit, match="different configuration") as error:
+        evaluate.main([str(path.parent), "--compositions", "n5", "--episodes", "2", "--device", "cpu"])
+    assert str(path) in str(error.value.code)

@@ -34,13 +34,29 @@ class EntityAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n_agents = mask.shape[-2]
         rows, n_entities, dim = x.shape
+        heads = self.heads
         h = self.pre(F.leaky_relu(x, 0.01))
         # Per-head bilinear form G_k = W_Q^k W_K^k^T, laid out [dh, H*dh] for one matmul.
         bilinear = torch.matmul(self.w_q, self.w_k.transpose(1, 2)) / math.sqrt(dim)
-        queries = torch.matmul(h[:, :n_agents], bilinear.transpose(0, 1).reshape(dim, self.heads * dim))
-        queries = queries.view(rows, n_agents, self.heads, dim).transpose(1, 2)  # [R, H, A, dh]
-        scores = torch.matmul(queries, h.transpose(1, 2).unsqueeze(1))  # [R, H, A, N_E]
+        bilinear = bilinear.transpose(0, 1).reshape(dim, heads * dim)
+        w_v = self.w_v.reshape(heads * dim, dim) / heads
+        # A query row whose mask row is all zero outputs exactly 0, so on the CPU the two
+        # agent-side matmuls skip such rows (absent agents: about half the slots in training).
+        # On GPUs the index needs a host sync, so every row is computed.
+        agents = h[:, :n_agents].reshape(rows * n_agents, dim)
+        active = mask.reshape(rows * n_agents, n_entities).any(-1).nonzero().squeeze(1) if x.is_cpu else None
+        queries = _rows_matmul(agents, bilinear, active)
+        # Heads stacked along the query axis: one [H*A, dh] x [dh, N_E] product per row.
+        queries = queries.view(rows, n_agents, heads, dim).transpose(1, 2).reshape(rows, heads * n_agents, dim)
+        scores = torch.bmm(queries, h.transpose(1, 2)).view(rows, heads, n_agents, n_entities)
         probs = masked_attention_probs(scores, mask.unsqueeze(1).to(scores.dtype))
-        pooled = torch.matmul(probs, h.unsqueeze(1))  # [R, H, A, dh]
-        pooled = pooled.transpose(1, 2).reshape(rows, n_agents, self.heads * dim)
-        return torch.matmul(pooled, self.w_v.reshape(self.heads * dim, dim)) / self.heads
+        pooled = torch.bmm(probs.view(rows, heads * n_agents, n_entities), h)  # [R, H*A, dh]
+        pooled = pooled.view(rows, heads, n_agents, dim).transpose(1, 2).reshape(rows * n_agents, heads * dim)
+        return _rows_matmul(pooled, w_v, active).view(rows, n_agents, dim)
+
+
+def _rows_matmul(x: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight, computed only for ``rows`` (the others are 0) when given."""
+    if rows is None:
+        return x @ weight
+    return x.new_zeros(x.shape[0], weight.shape[1]).index_copy(0, rows, x.index_select(0, rows) @ weight)

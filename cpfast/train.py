@@ -91,7 +91,7 @@ class Trainer:
         self.env.reset()
         for i, state in enumerate(payload["env_states"]):
             self.env.set_state(i, state)
-        self.obs = self.env._obs  # the restored states, rewritten by set_state
+        self.obs = self.env.observation  # rewritten from the restored states by set_state
         self.rollout_generator.set_state(payload["rollout_generator"])
         self.sample_generator.set_state(payload["sample_generator"])
         self.iteration, self.counter, self.last_update = payload["iteration"], payload["counter"], payload["last_update"]

@@ -73,7 +73,7 @@ def test_position_setting_expert_moves_at_most_s_over_20_per_axis_toward_targets
     env = make_rc(num_envs=2, seed=3)
     expert = PositionSettingExpert(env)
     before = env.get_state(0)
-    actions = expert(env._obs)
+    actions = expert(env.observation)
     after = env.get_state(0)
     assert (actions == 0).all()
     present = before["agent_alive"] == 1

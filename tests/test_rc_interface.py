@@ -223,13 +223,13 @@ def test_bad_actions_raise_and_change_nothing(actions, message):
     env = make_rc(num_envs=2, seed=4)
     env.step(np.ones((2, 6), dtype=np.int64))
     before = [env.get_state(i) for i in range(2)]
-    obs_before = copy_obs(env._obs)
+    obs_before = copy_obs(env.observation)
     with pytest.raises(ValueError, match=message):
         env.step(actions)
     for i in range(2):
         for key, value in env.get_state(i).items():
             np.testing.assert_array_equal(value, before[i][key])
-    for key, value in env._obs.items():
+    for key, value in env.observation.items():
         np.testing.assert_array_equal(value, obs_before[key])
 
 
@@ -273,5 +273,5 @@ def test_set_state_converts_by_value():
     state = env.get_state(0)
     assert state["agent_alive"].dtype == np.int8 and state["agent_alive"].tolist() == [1, 1, 1, 0, 0, 0]
     assert state["invader_timer"] == 3
-    assert env._obs["agent_present"][0].tolist() == [1, 1, 1, 0, 0, 0]  # observation rewritten
-    assert env._obs["entity_present"][0, 13] == 0
+    assert env.observation["agent_present"][0].tolist() == [1, 1, 1, 0, 0, 0]  # observation rewritten
+    assert env.observation["entity_present"][0, 13] == 0

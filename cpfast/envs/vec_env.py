@@ -120,6 +120,12 @@ class VecEnv:
             a = np.ascontiguousarray(a, dtype=np.int64)
         return a
 
+    @property
+    def observation(self) -> dict[str, np.ndarray]:
+        """The current observation (the views ``reset``/``step`` returned, kept up to date,
+        also after ``set_state``)."""
+        return self._obs
+
     # ------------------------------------------------------------------ state
     def _check_index(self, i) -> int:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < self.num_envs:

@@ -23,13 +23,7 @@ B, T = 8, 4
 LOG_2PI = math.log(2 * math.pi)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one intra-op thread avoids contention with other processes on small machines.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_cfg(method="copa", **changes):

@@ -17,13 +17,7 @@ from cpfast.nn import BaselineMixer, Coach, CopaMixer, EntityAttention, Player, 
 SPEC = cpfast.make_env("resource_collection").spec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one intra-op thread avoids contention with other processes on small machines.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(module):

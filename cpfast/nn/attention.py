@@ -45,13 +45,13 @@ class EntityAttention(nn.Module):
         # On GPUs the index needs a host sync, so every row is computed.
         agents = h[:, :n_agents].reshape(rows * n_agents, dim)
         active = mask.reshape(rows * n_agents, n_entities).any(-1).nonzero().squeeze(1) if x.is_cpu else None
-        queries = _rows_matmul(agents, bilinear, active)
-        # Heads stacked along the query axis: one [H*A, dh] x [dh, N_E] product per row.
-        queries = queries.view(rows, n_agents, heads, dim).transpose(1, 2).reshape(rows, heads * n_agents, dim)
-        scores = torch.bmm(queries, h.transpose(1, 2)).view(rows, heads, n_agents, n_entities)
-        probs = masked_attention_probs(scores, mask.unsqueeze(1).to(scores.dtype))
-        pooled = torch.bmm(probs.view(rows, heads * n_agents, n_entities), h)  # [R, H*A, dh]
-        pooled = pooled.view(rows, heads, n_agents, dim).transpose(1, 2).reshape(rows * n_agents, heads * dim)
+        # Agent-major, head-minor layout [R, A*H, dh] throughout: a query row's H heads sit next
+        # to each other, so the per-row products need no transposes and the pooled rows come
+        # out already concatenated over heads for the value projection.
+        queries = _rows_matmul(agents, bilinear, active).view(rows, n_agents * heads, dim)
+        scores = torch.bmm(queries, h.transpose(1, 2)).view(rows, n_agents, heads, n_entities)
+        probs = masked_attention_probs(scores, mask.unsqueeze(2).to(scores.dtype))
+        pooled = torch.bmm(probs.view(rows, n_agents * heads, n_entities), h).view(rows * n_agents, heads * dim)
         return _rows_matmul(pooled, w_v, active).view(rows, n_agents, dim)
 
 

@@ -128,9 +128,11 @@ class Learner:
             embedding = net.coach.encode(s["entities"], s["attributes"], s["present"], s["entity_present"])
             z = self._sample_strategy(net.coach, embedding[:, [0, period]])[0]  # z_0^-, z_T^-
             strategy = torch.cat([z[:, :1].expand(-1, period, -1, -1), z[:, 1:]], dim=1)
-        q = net.player.q_sequence(h, self._start_state(s), strategy)
-        q_total = net.mix(s, greedy_max(q, s["avail"]), embedding)
-        return s["reward"][:, :period] + self.cfg.gamma * (1 - s["done"][:, :period]) * q_total[:, 1:]
+        q = net.player.q_sequence(h, self._start_state(s), strategy, s["present"])[:, 1:]
+        # Only Q^-_1..Q^-_T are targets: slot 0 feeds the memory and z_0^- but is never mixed.
+        later = {k: v[:, 1:] if k != "start_state" else v for k, v in s.items()}
+        q_total = net.mix(later, greedy_max(q, later["avail"]), None if embedding is None else embedding[:, 1:])
+        return s["reward"][:, :period] + self.cfg.gamma * (1 - s["done"][:, :period]) * q_total
 
     # ------------------------------------------------------------------ losses
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -147,7 +149,7 @@ class Learner:
             z0, _, logvar0 = self._sample_strategy(net.coach, embedding[:, 0])
             strategy = z0.unsqueeze(1).expand(-1, period, -1, -1)
         start = self._start_state(s)
-        q = net.player.q_sequence(h, start, strategy)
+        q = net.player.q_sequence(h, start, strategy, o["present"])
         q_taken = q.gather(-1, o["actions"].unsqueeze(-1)).squeeze(-1)
         q_total = net.mix(o, q_taken, embedding)
         valid = o["valid"]
@@ -187,7 +189,7 @@ class Learner:
         masks = torch.cat([o["player_mask"] * within, o["player_mask"] * (1 - within)])
         player = self.online.player
         h = player.features(twice["entities"], twice["attributes"], twice["present"], twice["prev_actions"], masks)
-        q = player.q_sequence(h, torch.cat([start, start]), None)
+        q = player.q_sequence(h, torch.cat([start, start]), None, twice["present"])
         q_taken = q.gather(-1, twice["actions"].unsqueeze(-1)).squeeze(-1)
         q_within, q_across = q_taken[:batch], q_taken[batch:]
         q_imagined = self.online.mixer.imagined(o["entities"], o["attributes"], o["present"], o["entity_present"],

@@ -77,7 +77,7 @@ class Actor:
         """Epsilon-greedy over available actions; absent slots take the no-op."""
         player = self.nets.player
         h = player.features(obs["entities"], obs["attributes"], obs["present"], self.prev_actions, mask)
-        q, self.state = player.q_values(h, self.state, self.strategy)
+        q, self.state = player.q_values(h, self.state, self.strategy, obs["present"])
         avail = obs["avail"]
         greedy = q.masked_fill(~avail, float("-inf")).argmax(dim=-1)
         if eps > 0:

@@ -29,6 +29,25 @@ def full_mask(agent_present, entity_present) -> torch.Tensor:
     return agent_present.unsqueeze(-1) * entity_present.unsqueeze(-2)
 
 
+def present_rows(present: torch.Tensor) -> torch.Tensor | None:
+    """Flat indices of present agent slots, for computing per-agent layers on those rows only;
+    None on GPUs, where building the index would synchronise with the host."""
+    return present.reshape(-1).nonzero().squeeze(1) if present.is_cpu else None
+
+
+def on_rows(layer, x: torch.Tensor, rows: torch.Tensor | None, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer`` applied to the last-dim rows of x listed in ``rows`` (all when None); the other
+    rows get ``fill`` (a row) or zeros. Exact wherever the rows left out are never read."""
+    flat = x.reshape(-1, x.shape[-1])
+    if rows is None:
+        values = layer(flat)
+        return values.view(*x.shape[:-1], values.shape[-1])
+    values = layer(flat.index_select(0, rows))
+    out = values.new_zeros(flat.shape[0], values.shape[-1]) if fill is None else \
+        fill.expand(flat.shape[0], values.shape[-1]).clone()
+    return out.index_copy(0, rows, values).view(*x.shape[:-1], values.shape[-1])
+
+
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_out))
 
@@ -66,22 +85,31 @@ class Player(nn.Module):
     def features(self, entities, attributes, present, prev_actions, mask) -> torch.Tensor:
         """h_t [..., N_A, dh]: everything before the memory, batched over any leading dims."""
         agents = agent_rows(self.spec, entities, attributes, present, prev_actions)
-        return self.personal(self.encoder(agents, other_rows(self.spec, entities), mask))
+        attended = self.encoder(agents, other_rows(self.spec, entities), mask)
+        # An absent slot's mask row is empty, so its attention output is exactly 0 and its
+        # feature the constant personal(0): computed once instead of per row.
+        constant = self.personal(attended.new_zeros(self.hidden))
+        return on_rows(self.personal, attended, present_rows(present), fill=constant)
 
-    def q_values(self, h, state, strategy=None):
-        """One memory step and the Q head: returns (q [..., N_A, n_act], next state)."""
-        g = self.gru(h.reshape(-1, self.hidden), state.reshape(-1, self.hidden)).view_as(h)
-        inputs = g if strategy is None else torch.cat([g, strategy], dim=-1)
-        return self.q_head(inputs), (h if self.memory == "reference" else g)
+    def q_values(self, h, state, strategy=None, present=None):
+        """One memory step and the Q head: returns (q [..., N_A, n_act], next state).
 
-    def q_sequence(self, h, start_state, strategy=None):
+        With ``present`` (reference memory), absent slots' Q values are left at 0: every
+        consumer masks them."""
+        rows = present_rows(present) if present is not None and self.memory == "reference" else None
+        inputs = torch.cat([h, state], dim=-1)
+        g = on_rows(lambda x: self.gru(x[:, : self.hidden], x[:, self.hidden :]), inputs, rows)
+        head_in = g if strategy is None else torch.cat([g, strategy.expand(*g.shape[:-1], -1)], dim=-1)
+        return on_rows(self.q_head, head_in, rows), (h if self.memory == "reference" else g)
+
+    def q_sequence(self, h, start_state, strategy=None, present=None):
         """Q values for a time-major sequence h [B, S, N_A, dh] from ``start_state`` [B, N_A, dh].
 
         In ``reference`` memory the GRU's state input is the previous step's feature, so all
         steps run in one batched call; ``recurrent`` memory loops over time."""
         if self.memory == "reference":
             states = torch.cat([start_state.unsqueeze(1), h[:, :-1]], dim=1)
-            return self.q_values(h, states, strategy)[0]
+            return self.q_values(h, states, strategy, present)[0]
         outputs, state = [], start_state
         for t in range(h.shape[1]):
             q, state = self.q_values(h[:, t], state, None if strategy is None else strategy[:, t])
@@ -126,8 +154,11 @@ class CopaMixer(nn.Module):
         self.w1, self.b1, self.w2, self.b2 = (mlp(hidden, mixer_hidden, embed) for _ in range(4))
 
     def forward(self, coach_embedding, agent_q, present) -> torch.Tensor:
+        # Absent slots' hypernetwork outputs are multiplied out by p_i: left at 0.
+        rows = present_rows(present)
         e = coach_embedding
-        return qmix_combine(self.w1(e), self.b1(e), self.w2(e), self.b2(e), agent_q, present)
+        return qmix_combine(on_rows(self.w1, e, rows), on_rows(self.b1, e, rows), on_rows(self.w2, e, rows),
+                            on_rows(self.b2, e, rows), agent_q, present)
 
 
 class HyperNet(nn.Module):

@@ -66,9 +66,9 @@ def prepare_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def slots_range(slots: dict, stop: int) -> dict:
-    """The first ``stop`` slots of every per-slot field."""
-    return {k: (v[:, :stop] if v.dim() >= 2 and k not in ("start_state",) else v) for k, v in slots.items()}
+def slot_range(slots: dict, start: int = 0, stop: int | None = None) -> dict:
+    """Slots start..stop-1 of every per-slot field (``start_state`` is per segment)."""
+    return {k: v if k == "start_state" else v[:, start:stop] for k, v in slots.items()}
 
 
 def greedy_max(q: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,7 @@ class Learner:
             strategy = torch.cat([z[:, :1].expand(-1, period, -1, -1), z[:, 1:]], dim=1)
         q = net.player.q_sequence(h, self._start_state(s), strategy, s["present"])[:, 1:]
         # Only Q^-_1..Q^-_T are targets: slot 0 feeds the memory and z_0^- but is never mixed.
-        later = {k: v[:, 1:] if k != "start_state" else v for k, v in s.items()}
+        later = slot_range(s, 1)
         q_total = net.mix(later, greedy_max(q, later["avail"]), None if embedding is None else embedding[:, 1:])
         return s["reward"][:, :period] + self.cfg.gamma * (1 - s["done"][:, :period]) * q_total
 
@@ -139,7 +139,7 @@ class Learner:
         s = prepare_batch(batch)
         period = s["reward"].shape[1] - 1
         y = self.td_targets(s)
-        o = slots_range(s, period)  # online pass: slots 0..T-1
+        o = slot_range(s, 0, period)  # online pass: slots 0..T-1
         net = self.online
         h = net.player.features(o["entities"], o["attributes"], o["present"], o["prev_actions"], o["player_mask"])
         strategy = embedding = None

@@ -1,6 +1,6 @@
 """Learning: the quick preset, trained from scratch, clearly beats the random policy.
 
-Slow (the whole preset, about 15 minutes on a 2-core CPU): run with
+Slow (the whole preset, about 20 minutes on a 2-core CPU): run with
 ``bash tests/run_tests.sh -m slow``; CI runs it as its own step.
 """
 

@@ -5,7 +5,6 @@ random actions drawn in advance.
     pytest benchmarks/bench_envs.py
 """
 
-import numpy as np
 import pytest
 
 import cpfast

@@ -1,13 +1,9 @@
 """Learner speed: milliseconds per update at paper sizes and env-steps/s of the whole
 training loop, with the projected time of the full 5M-step paper run.
 
-    pytest benchmarks/bench_train.py                  # CPU
-    pytest benchmarks/bench_train.py --device cuda    # not an option: picks cuda when available
+    pytest benchmarks/bench_train.py    # runs on CUDA when torch sees a GPU, else on the CPU
 """
 
-import time
-
-import numpy as np
 import pytest
 import torch
 

@@ -21,7 +21,7 @@ import torch
 
 from . import checkpoint
 from .checkpoint import CheckpointError
-from .config import COACH_METHODS, Config, from_dict
+from .config import Config, from_dict
 from .envs import make_env
 from .learner import Networks
 from .rollout import evaluate

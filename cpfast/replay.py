@@ -121,11 +121,11 @@ class SegmentWindows:
             return {}
         return {name: np.stack([s[name] for s in segments]) for name in segments[0]}
 
-    def _ordered(self, e: int, first: int, count: int) -> np.ndarray:
+    def _ordered(self, first: int, count: int) -> np.ndarray:
         return (first + np.arange(count)) % (self.period + 1)
 
     def _window(self, e: int) -> dict[str, np.ndarray]:
-        order = self._ordered(e, self.t[e] - self.period, self.period + 1)
+        order = self._ordered(self.t[e] - self.period, self.period + 1)
         seg = {name: ring[e, order] for name, ring in self.ring.items()}
         if self.state_dim:
             seg["start_state"], seg["start_prev_actions"] = self.start_state[e, order[0]], self.start_prev[e, order[0]]
@@ -136,7 +136,7 @@ class SegmentWindows:
         t = int(self.t[e])
         start = (t // self.period) * self.period
         n_valid = t - start + 1
-        order = self._ordered(e, start, n_valid)
+        order = self._ordered(start, n_valid)
         seg = {name: np.zeros_like(ring[e]) for name, ring in self.ring.items()}
         for name, ring in self.ring.items():
             seg[name][:n_valid] = ring[e, order]

@@ -7,11 +7,12 @@
 //   static constexpr EnvDims kDims;                    // shapes of the common interface
 //   void Configure(const EnvOptions&);                 // composition, zero-shot table
 //   void Seed(uint64_t world_seed, uint64_t composition_seed);
+//   void SetEvalEpisode(int64_t k);                   // k >= 0: evaluation episode k; -1: training
+//   int EpisodeStep() const;                          // steps taken in the current episode
 //   void Reset(const ObsSlot&);                        // reward-free first observation
 //   void Step(const int32_t* actions, const StepSlot&);  // one step, outputs into the slot
 //   void WriteObservation(const ObsSlot&);             // outputs of the current state
 //   StateFields State();                               // named views of the full state
-//   void ValidateState();                              // throws std::invalid_argument
 #pragma once
 #include <cstdint>
 #include <stdexcept>

@@ -30,7 +30,6 @@ class ResourceCollection {
   void WriteObservation(const ObsSlot& out, unsigned agent_rows = kAllAgentRows) const;
   int EpisodeStep() const { return episode_step_; }
   StateFields State();
-  void ValidateState() const {}
 
  private:
   void DrawComposition();

@@ -47,6 +47,7 @@ class Config:
     beta: float = 0.0  # adaptive-communication threshold used by the end-of-run evaluation
     # Machinery.
     device: str = "auto"
+    kernels: str = "fused"  # "fused": compiled attention/mixing kernels where they can run; "torch": pure PyTorch
     num_threads: int = 0  # torch and env threads; 0 = all cores
     checkpoint_every: int = 100  # episode-iterations between checkpoints
     log_every: int = 10  # episode-iterations between log rows
@@ -70,6 +71,8 @@ class Config:
             raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
         if self.segment_tail not in ("drop", "pad"):
             raise ValueError(f"segment_tail must be 'drop' or 'pad', got {self.segment_tail!r}")
+        if self.kernels not in ("fused", "torch"):
+            raise ValueError(f"kernels must be 'fused' or 'torch', got {self.kernels!r}")
         for name in ("total_steps", "n_envs", "period", "hidden_dim", "n_heads", "buffer_size", "update_every",
                      "update_target_every", "eval_episodes"):
             if getattr(self, name) < 1:

@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import Config
 from .envs.spec import EnvSpec
-from .nn import BaselineMixer, Coach, CopaMixer, Player, VariationalPosterior, full_mask
+from .nn import BaselineMixer, Coach, CopaMixer, Player, VariationalPosterior, full_mask, set_kernels
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -34,6 +34,7 @@ class Networks(nn.Module):
         else:
             self.coach = None
             self.mixer = BaselineMixer(spec, dh, cfg.n_heads, cfg.mixer_hidden_dim, cfg.mixer_embed_dim)
+        set_kernels(self, cfg.kernels)
 
     def mix(self, slots: dict, agent_q: torch.Tensor, coach_embedding=None) -> torch.Tensor:
         if self.coach is not None:

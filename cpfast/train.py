@@ -196,6 +196,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--period", type=int, help="coach period T")
     p.add_argument("--beta", type=float, help="communication threshold of the final evaluation")
     p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--kernels", choices=("fused", "torch"),
+                   help="fused (default): compiled attention/mixing kernels where they can run; torch: pure PyTorch")
     p.add_argument("--threads", type=int, dest="num_threads", help="CPU threads for torch and the envs")
     p.add_argument("--eval-episodes", type=int, dest="eval_episodes")
     p.add_argument("--run-dir", help="where logs and checkpoints go (default runs/<env>_<method>_s<seed>)")
@@ -214,7 +216,7 @@ def main(argv=None) -> dict:
         payload = checkpoint.load(Path(args.run_dir) / "checkpoint_latest.pt")
         cfg = from_dict(payload["config"])
         if overrides:
-            cfg = cfg.replace(**{k: v for k, v in overrides.items() if k in ("device", "num_threads")})
+            cfg = cfg.replace(**{k: v for k, v in overrides.items() if k in ("device", "num_threads", "kernels")})
         trainer = Trainer(cfg, args.run_dir)
         trainer.restore(payload)
     else:

@@ -12,12 +12,23 @@ import pytest
 import torch
 
 import cpfast
-from cpfast.nn import BaselineMixer, Coach, CopaMixer, EntityAttention, Player, VariationalPosterior, qmix_combine
+from cpfast import ops
+from cpfast.nn import BaselineMixer, Coach, CopaMixer, EntityAttention, Player, VariationalPosterior
 
 SPEC = cpfast.make_env("resource_collection").spec
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(params=ops.KERNEL_MODES)
+def kernels(request):
+    """Both paths of the kernels switch must meet the spec."""
+    return request.param
+
+
+def qmix(kernels, *args, **kwargs):
+    return ops.qmix_mix(*args, kernels=kernels, **kwargs)
 
 
 def n_params(module):
@@ -59,10 +70,10 @@ def random_mask(gen, rows, n_agents, n_entities, p=0.5):
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.1])
-def test_attention_matches_float64_transcription_with_random_masks(scale):
+def test_attention_matches_float64_transcription_with_random_masks(scale, kernels):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
-    mha = EntityAttention(16, 3).double()
+    mha = EntityAttention(16, 3, kernels).double()
     with torch.no_grad():  # scale 1: the spec's N(0,1) init (near one-hot softmax); 0.1: soft attention
         for w in (mha.w_q, mha.w_k, mha.w_v):
             w.mul_(scale)
@@ -81,10 +92,10 @@ def test_attention_matches_float64_transcription_with_random_masks(scale):
         assert np.abs(expected - single).max() > 1e-3
 
 
-def test_attention_all_zero_mask_rows_are_exactly_zero_without_nan():
+def test_attention_all_zero_mask_rows_are_exactly_zero_without_nan(kernels):
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.float64):
-        mha = EntityAttention(16, 2).to(dtype)
+        mha = EntityAttention(16, 2, kernels).to(dtype)
         x = torch.randn(3, 7, 16, dtype=dtype, requires_grad=True)
         mask = torch.ones(3, 4, 7, dtype=dtype)
         mask[:, 1] = 0
@@ -98,9 +109,9 @@ def test_attention_all_zero_mask_rows_are_exactly_zero_without_nan():
         assert all(torch.isfinite(p.grad).all() for p in mha.parameters())
 
 
-def test_attention_single_visible_entity_returns_its_head_averaged_value():
+def test_attention_single_visible_entity_returns_its_head_averaged_value(kernels):
     torch.manual_seed(3)
-    mha = EntityAttention(8, 2).double()
+    mha = EntityAttention(8, 2, kernels).double()
     with torch.no_grad():
         for w in (mha.w_q, mha.w_k):
             w.mul_(0.2)
@@ -115,11 +126,11 @@ def test_attention_single_visible_entity_returns_its_head_averaged_value():
     np.testing.assert_allclose(out, reference_mha(mha, x.numpy(), mask.numpy())[0], rtol=1e-10, atol=1e-12)
 
 
-def _controlled_attention(dim, dtype, big):
+def _controlled_attention(dim, dtype, big, kernels):
     """Identity pre-encoder and projections: score(i, j) = h_i . h_j / sqrt(dh), values = h.
     Returns (module, x, mask) where row 0 has a hidden column with a score ``big`` above all
     visible ones, and row 1 sees the same visible columns without the hidden giant."""
-    mha = EntityAttention(dim, 1).to(dtype)
+    mha = EntityAttention(dim, 1, kernels).to(dtype)
     with torch.no_grad():
         mha.pre.weight.copy_(torch.eye(dim))
         mha.pre.bias.zero_()
@@ -134,9 +145,9 @@ def _controlled_attention(dim, dtype, big):
     return mha, x, mask
 
 
-def test_attention_forced_underflow_row_outputs_zero():
+def test_attention_forced_underflow_row_outputs_zero(kernels):
     # float32: a hidden column 200 above the visible ones -> exp(-200) underflows to 0.
-    mha, x, mask = _controlled_attention(4, torch.float32, 200.0)
+    mha, x, mask = _controlled_attention(4, torch.float32, 200.0, kernels)
     out = mha(x, mask).detach()
     assert torch.isfinite(out).all()
     assert (out[0, 0] == 0).all(), "visible probabilities underflow, the row must output 0"
@@ -148,16 +159,16 @@ def test_attention_forced_underflow_row_outputs_zero():
     # Row 1 sees the giant itself: attention concentrates on it, no underflow to 0.
     assert out[0, 1].abs().max() > 1.0
     # float64: the gap must exceed ~745 to underflow; both the module and the transcription give 0.
-    mha64, x64, mask64 = _controlled_attention(4, torch.float64, 2000.0)
+    mha64, x64, mask64 = _controlled_attention(4, torch.float64, 2000.0, kernels)
     out64 = mha64(x64, mask64).detach().numpy()
     expected = reference_mha(mha64, x64.numpy(), mask64.numpy())
     assert (out64[0, 0] == 0).all() and (expected[0, 0] == 0).all()
     np.testing.assert_allclose(out64, expected, rtol=1e-12, atol=0)
 
 
-def test_attention_gradcheck_float64():
+def test_attention_gradcheck_float64(kernels):
     torch.manual_seed(0)
-    mha = EntityAttention(8, 2).double()
+    mha = EntityAttention(8, 2, kernels).double()
     with torch.no_grad():
         for w in (mha.w_q, mha.w_k, mha.w_v):
             w.mul_(0.3)  # soft attention, so the softmax gradient is not vanishingly small
@@ -218,14 +229,14 @@ def random_hyper(gen, lead, n_agents, embed, dtype=torch.float64):
     return [torch.randn(*lead, n_agents, embed, generator=gen, dtype=dtype) * 2 for _ in range(4)]
 
 
-def test_qmix_combine_equals_formula():
+def test_qmix_mix_equals_formula(kernels):
     gen = torch.Generator().manual_seed(0)
     w1, b1, w2, b2 = random_hyper(gen, (3, 2), 5, 7)
     q = torch.randn(3, 2, 5, generator=gen, dtype=torch.float64) * 3
     p = (torch.rand(3, 2, 5, generator=gen) < 0.6).double()
     p[0, 0] = 0  # nobody present: Q_tot = ELU(0) . 0 + 0 = 0
     p[0, 1] = 1
-    out = qmix_combine(w1, b1, w2, b2, q, p)
+    out = qmix(kernels, w1, b1, w2, b2, q, p)
     assert out.shape == (3, 2)
     for a in range(3):
         for b in range(2):
@@ -234,34 +245,34 @@ def test_qmix_combine_equals_formula():
     assert out[0, 0].item() == 0.0
 
 
-def test_qmix_combine_is_monotone_in_present_q_and_blind_to_absent_q():
+def test_qmix_mix_is_monotone_in_present_q_and_blind_to_absent_q(kernels):
     gen = torch.Generator().manual_seed(1)
     w1, b1, w2, b2 = random_hyper(gen, (16,), 6, 8)
     q = (torch.randn(16, 6, generator=gen, dtype=torch.float64) * 5).requires_grad_(True)
     p = (torch.rand(16, 6, generator=gen) < 0.5).double()
     p[:, 0] = 1
-    qmix_combine(w1, b1, w2, b2, q, p).sum().backward()
+    qmix(kernels, w1, b1, w2, b2, q, p).sum().backward()
     grad = q.grad
     assert (grad[p == 1] >= 0).all()
     assert (grad[p == 1] > 0).any()
     assert (grad[p == 0] == 0).all()
     # Finite-difference monotonicity: raising a present q_i never lowers Q_tot.
     with torch.no_grad():
-        base = qmix_combine(w1, b1, w2, b2, q, p)
+        base = qmix(kernels, w1, b1, w2, b2, q, p)
         for i in range(6):
             bumped = q.clone()
             bumped[:, i] += 1.5
-            assert (qmix_combine(w1, b1, w2, b2, bumped, p) >= base - 1e-12).all()
+            assert (qmix(kernels, w1, b1, w2, b2, bumped, p) >= base - 1e-12).all()
 
 
-def test_qmix_combine_permutation_and_absent_slots():
+def test_qmix_mix_permutation_and_absent_slots(kernels):
     gen = torch.Generator().manual_seed(2)
     w1, b1, w2, b2 = random_hyper(gen, (4,), 5, 6)
     q = torch.randn(4, 5, generator=gen, dtype=torch.float64)
     p = torch.ones(4, 5, dtype=torch.float64)
-    base = qmix_combine(w1, b1, w2, b2, q, p)
+    base = qmix(kernels, w1, b1, w2, b2, q, p)
     perm = torch.tensor([3, 0, 4, 1, 2])
-    permuted = qmix_combine(w1[:, perm], b1[:, perm], w2[:, perm], b2[:, perm], q[:, perm], p[:, perm])
+    permuted = qmix(kernels, w1[:, perm], b1[:, perm], w2[:, perm], b2[:, perm], q[:, perm], p[:, perm])
     torch.testing.assert_close(permuted, base, rtol=1e-12, atol=1e-12)
     # Three absent slots with junk hypernetwork outputs and q, interleaved with the present ones.
     junk = [torch.randn(4, 3, 6, generator=gen, dtype=torch.float64) * 50 for _ in range(4)]
@@ -269,7 +280,7 @@ def test_qmix_combine_permutation_and_absent_slots():
     cat = lambda a, j: torch.cat([a, j], dim=1)[:, order]  # noqa: E731
     q_pad = cat(q, torch.randn(4, 3, generator=gen, dtype=torch.float64) * 1e3)
     p_pad = cat(p, torch.zeros(4, 3, dtype=torch.float64))
-    padded = qmix_combine(cat(w1, junk[0]), cat(b1, junk[1]), cat(w2, junk[2]), cat(b2, junk[3]), q_pad, p_pad)
+    padded = qmix(kernels, cat(w1, junk[0]), cat(b1, junk[1]), cat(w2, junk[2]), cat(b2, junk[3]), q_pad, p_pad)
     torch.testing.assert_close(padded, base, rtol=1e-12, atol=1e-12)
 
 

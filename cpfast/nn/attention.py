@@ -1,7 +1,11 @@
 """Entity attention (method.md §2), heads batched, computed with the exact-math levers of
 performance.md: per head, scores = h_a (W_Q W_K^T) h^T, so keys are never projected, and
 values are projected after aggregation, (A h) W_V, on the agent rows only; the head average
-is one matmul over the concatenated heads."""
+is one matmul over the concatenated heads.
+
+With ``kernels="fused"`` everything between the query projection and the value projection
+(scores, softmax, mask, renormalisation, pooling, and their backward) is one call of the fused
+``entity_attention`` kernel, keys and values being the shared rows h."""
 
 from __future__ import annotations
 
@@ -11,21 +15,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def masked_attention_probs(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The reference semantics: softmax over every column, multiply by the 0/1 mask,
-    renormalise by (sum + 1e-12). A row with nothing visible (or whose visible columns
-    underflow) is exactly 0."""
-    probs = torch.softmax(scores, dim=-1) * mask
-    return probs / (probs.sum(dim=-1, keepdim=True) + 1e-12)
+from .. import ops
+from ..ops import masked_attention_probs
 
 
 class EntityAttention(nn.Module):
     """``MHA(x, M)``: x [R, N_E, dh], M [R, N_A, N_E] (0/1) -> [R, N_A, dh]."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, kernels: str = "fused"):
         super().__init__()
-        self.dim, self.heads = dim, heads
+        self.dim, self.heads, self.kernels = dim, heads, ops.check_kernels(kernels)
         self.pre = nn.Linear(dim, dim)
         self.w_q = nn.Parameter(torch.randn(heads, dim, dim))
         self.w_k = nn.Parameter(torch.randn(heads, dim, dim))
@@ -48,7 +47,13 @@ class EntityAttention(nn.Module):
         # Agent-major, head-minor layout [R, A*H, dh] throughout: a query row's H heads sit next
         # to each other, so the per-row products need no transposes and the pooled rows come
         # out already concatenated over heads for the value projection.
-        queries = _rows_matmul(agents, bilinear, active).view(rows, n_agents * heads, dim)
+        queries = _rows_matmul(agents, bilinear, active)
+        if ops.use_fused("entity_attention", self.kernels, ops.attention_fallback_reason(queries, h, h, mask)):
+            shared = h.unsqueeze(2)  # [R, N_E, 1, dh]: keys and values shared by every head
+            pooled = ops.fused.entity_attention_op(queries.view(rows, n_agents, heads, dim), shared, shared, mask,
+                                                   1.0, False)[0]
+            return _rows_matmul(pooled.view(rows * n_agents, heads * dim), w_v, active).view(rows, n_agents, dim)
+        queries = queries.view(rows, n_agents * heads, dim)
         scores = torch.bmm(queries, h.transpose(1, 2)).view(rows, n_agents, heads, n_entities)
         probs = masked_attention_probs(scores, mask.unsqueeze(2).to(scores.dtype))
         pooled = torch.bmm(probs.view(rows, n_agents * heads, n_entities), h).view(rows * n_agents, heads * dim)

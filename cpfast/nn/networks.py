@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from ..envs.spec import EnvSpec
 from .attention import EntityAttention
-from .mixing import qmix_combine
+from .. import ops
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -46,6 +46,16 @@ def on_rows(layer, x: torch.Tensor, rows: torch.Tensor | None, fill: torch.Tenso
     out = values.new_zeros(flat.shape[0], values.shape[-1]) if fill is None else \
         fill.expand(flat.shape[0], values.shape[-1]).clone()
     return out.index_copy(0, rows, values).view(*x.shape[:-1], values.shape[-1])
+
+
+def set_kernels(module: nn.Module, kernels: str) -> nn.Module:
+    """The one switch: every attention block and mixer inside ``module`` uses ``kernels``
+    ("fused": the compiled kernels where they can run, "torch": pure PyTorch)."""
+    ops.check_kernels(kernels)
+    for m in module.modules():
+        if isinstance(m, (EntityAttention, CopaMixer, BaselineMixer)):
+            m.kernels = kernels
+    return module
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -149,16 +159,17 @@ class Coach(nn.Module):
 class CopaMixer(nn.Module):
     """Coach-conditioned hypernetworks over the coach embeddings (§5.1)."""
 
-    def __init__(self, hidden: int, mixer_hidden: int, embed: int):
+    def __init__(self, hidden: int, mixer_hidden: int, embed: int, kernels: str = "fused"):
         super().__init__()
+        self.kernels = ops.check_kernels(kernels)
         self.w1, self.b1, self.w2, self.b2 = (mlp(hidden, mixer_hidden, embed) for _ in range(4))
 
     def forward(self, coach_embedding, agent_q, present) -> torch.Tensor:
         # Absent slots' hypernetwork outputs are multiplied out by p_i: left at 0.
         rows = present_rows(present)
         e = coach_embedding
-        return qmix_combine(on_rows(self.w1, e, rows), on_rows(self.b1, e, rows), on_rows(self.w2, e, rows),
-                            on_rows(self.b2, e, rows), agent_q, present)
+        return ops.qmix_mix(on_rows(self.w1, e, rows), on_rows(self.b1, e, rows), on_rows(self.w2, e, rows),
+                            on_rows(self.b2, e, rows), agent_q, present, kernels=self.kernels)
 
 
 class HyperNet(nn.Module):
@@ -176,9 +187,9 @@ class HyperNet(nn.Module):
 class BaselineMixer(nn.Module):
     """QMIX-style mixer whose four hypernetworks attend over the full state (§5.2)."""
 
-    def __init__(self, spec: EnvSpec, hidden: int, heads: int, mixer_hidden: int, embed: int):
+    def __init__(self, spec: EnvSpec, hidden: int, heads: int, mixer_hidden: int, embed: int, kernels: str = "fused"):
         super().__init__()
-        self.spec = spec
+        self.spec, self.kernels = spec, ops.check_kernels(kernels)
         self.w1, self.b1, self.w2, self.b2 = (HyperNet(spec, hidden, heads, mixer_hidden, embed) for _ in range(4))
 
     def hyper_inputs(self, entities, attributes, present):
@@ -187,8 +198,9 @@ class BaselineMixer(nn.Module):
     def forward(self, entities, attributes, present, entity_present, agent_q) -> torch.Tensor:
         agents, others = self.hyper_inputs(entities, attributes, present)
         mask = full_mask(present, entity_present)
-        return qmix_combine(self.w1(agents, others, mask), self.b1(agents, others, mask),
-                            self.w2(agents, others, mask), self.b2(agents, others, mask), agent_q, present)
+        return ops.qmix_mix(self.w1(agents, others, mask), self.b1(agents, others, mask),
+                            self.w2(agents, others, mask), self.b2(agents, others, mask), agent_q, present,
+                            kernels=self.kernels)
 
     def imagined(self, entities, attributes, present, entity_present, q_within, q_across, within):
         """AI-QMIX's Q^im (§16): W1 from within-group and across-group views, b1/w2/b2 full."""
@@ -198,9 +210,10 @@ class BaselineMixer(nn.Module):
         within_agents = within[..., :n_agents, :]
         w1_within = self.w1(agents, others, mask * within_agents)
         w1_across = self.w1(agents, others, mask * (1 - within_agents))
-        return qmix_combine(
+        return ops.qmix_mix(
             torch.stack([w1_within, w1_across]), self.b1(agents, others, mask), self.w2(agents, others, mask),
-            self.b2(agents, others, mask), torch.stack([q_within, q_across]), present, pairs=True)
+            self.b2(agents, others, mask), torch.stack([q_within, q_across]), present, pairs=True,
+            kernels=self.kernels)
 
 
 # ---------------------------------------------------------------------------- posterior

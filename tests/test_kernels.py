@@ -1,0 +1,272 @@
+"""The fused kernels (cpfast._kernels through cpfast.ops) against their pure-torch twins:
+forward and gradients in float64 over random shapes, fully masked rows, single visible
+entities, absent agents in the mixer, torch.library.opcheck, torch.compile, the dispatcher's
+fallbacks, thread-count determinism and one full learner update fused vs torch. CUDA cases run
+when a GPU and a CUDA build are present and skip otherwise."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cpfast import _kernels, ops
+from cpfast.config import preset
+from cpfast.learner import Learner
+from cpfast.ops import fused
+
+from test_learner import SPEC, rollout_batch
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not (torch.cuda.is_available() and _kernels.has_cuda()), reason="needs a GPU and a CUDA build of cpfast"))]
+F64 = torch.float64
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# ---------------------------------------------------------------------------- inputs
+def attention_inputs(gen, rows, agents, heads, entities, dim, shared_kv, device="cpu", dtype=F64, visible=0.5,
+                     spread=0.3):
+    """Random q/k/v and a mask with one fully masked query row and one single-visible row."""
+    kv_heads = 1 if shared_kv else heads
+    q = torch.randn(rows, agents, heads, dim, generator=gen, dtype=dtype) * spread
+    k = torch.randn(rows, entities, kv_heads, dim, generator=gen, dtype=dtype) * spread
+    v = torch.randn(rows, entities, kv_heads, dim, generator=gen, dtype=dtype)
+    mask = (torch.rand(rows, agents, entities, generator=gen) < visible).to(dtype)
+    mask[0, 0] = 0
+    if rows * agents > 1:
+        flat = mask.view(rows * agents, entities)
+        flat[-1] = 0
+        flat[-1, entities - 1] = 1
+    return [t.to(device) for t in (q, k, v, mask)]
+
+
+def mix_inputs(gen, rows, pairs, agents, embed, device="cpu", dtype=F64):
+    """Hypernetwork outputs and values with absent agents, including a row with nobody present."""
+    w1 = torch.randn(pairs, rows, agents, embed, generator=gen, dtype=dtype) * 2
+    b1, w2, b2 = (torch.randn(rows, agents, embed, generator=gen, dtype=dtype) * 2 for _ in range(3))
+    q = torch.randn(pairs, rows, agents, generator=gen, dtype=dtype) * 3
+    present = (torch.rand(rows, agents, generator=gen) < 0.6).to(dtype)
+    present[0] = 0
+    if rows > 1:
+        present[1] = 1
+    return [t.to(device) for t in (w1, b1, w2, b2, q, present)]
+
+
+def grads(out, inputs, seed=0):
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype).to(out.device)
+    return torch.autograd.grad(out, inputs, g)
+
+
+def assert_all_close(a, b, rtol=1e-10, atol=1e-12):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------------------- entity attention
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 6), agents=st.integers(1, 16), entities=st.integers(0, 32),
+       dim=st.sampled_from([32, 64, 128]), heads=st.sampled_from([1, 2, 4, 8]), shared_kv=st.booleans(),
+       average=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_attention_matches_twin_forward_and_backward_float64(rows, agents, entities, dim, heads, shared_kv, average,
+                                                            seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v, mask = attention_inputs(gen, rows, agents, heads, agents + entities, dim, shared_kv)
+    inputs = [t.requires_grad_(True) for t in (q, k, v)]
+    scale = dim ** -0.5
+    fused_out = ops.entity_attention(q, k, v, mask, scale, average)
+    twin_out = ops.entity_attention_reference(q, k, v, mask, scale, average)
+    torch.testing.assert_close(fused_out, twin_out, rtol=1e-10, atol=1e-12)
+    assert_all_close(grads(fused_out, inputs), grads(twin_out, inputs))
+    assert (fused_out[0, 0] == 0).all(), "a fully masked row outputs exactly 0"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shared_kv,average", [(True, False), (False, True), (True, True)])
+def test_attention_gradcheck_float64(device, shared_kv, average):
+    gen = torch.Generator().manual_seed(1)
+    q, k, v, mask = attention_inputs(gen, 2, 3, 2, 7, 32, shared_kv, device, spread=0.5)
+    inputs = tuple(t.requires_grad_(True) for t in (q, k, v))
+    fn = lambda q, k, v: ops.entity_attention(q, k, v, mask, 0.25, average)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_attention_masked_rows_and_single_visible_entity(device):
+    gen = torch.Generator().manual_seed(2)
+    q, k, v, mask = attention_inputs(gen, 3, 4, 2, 9, 64, False, device)
+    mask[1] = 0
+    mask[2] = 0
+    mask[2, :, 5] = 1
+    inputs = [t.requires_grad_(True) for t in (q, k, v)]
+    out = ops.entity_attention(q, k, v, mask, 0.125, False)
+    assert (out[1] == 0).all()
+    # Only entity 5 visible: every head returns that entity's value row for that head (up to
+    # the renormaliser's 1e-12 floor).
+    torch.testing.assert_close(out[2], v[2, 5].unsqueeze(0).expand(4, -1, -1), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(out, ops.entity_attention_reference(q, k, v, mask, 0.125, False), rtol=1e-10,
+                               atol=1e-12)
+    dq, dk, dv = grads(out, inputs)
+    assert torch.isfinite(dq).all() and torch.isfinite(dk).all() and torch.isfinite(dv).all()
+    assert (dq[1] == 0).all() and (dk[1] == 0).all() and (dv[1] == 0).all()
+    # One visible column: the output barely depends on the scores, so almost no gradient reaches q.
+    assert dq[2].abs().max() < 1e-8
+
+
+def test_attention_float32_underflow_row_is_zero_like_the_twin():
+    # A hidden column 200 above the visible one: float32 probabilities of the visible column
+    # underflow, and the reference semantics give exactly 0, not the visible value.
+    q = torch.zeros(1, 1, 1, 4)
+    q[..., 0] = 1.0
+    k = torch.zeros(1, 3, 1, 4)
+    k[0, 1, 0, 0] = 200.0
+    k[0, 2, 0, 1] = 1.0
+    v = torch.randn(1, 3, 1, 4)
+    mask = torch.tensor([[[0.0, 0.0, 1.0]]])
+    out = ops.entity_attention(q, k, v, mask, 1.0)
+    assert (out == 0).all()
+    torch.testing.assert_close(out, ops.entity_attention_reference(q, k, v, mask, 1.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shared_kv,average", [(True, False), (False, True)])
+def test_attention_opcheck(device, shared_kv, average):
+    gen = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, F64):
+        q, k, v, mask = attention_inputs(gen, 3, 4, 2, 6, 32, shared_kv, device, dtype)
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        torch.library.opcheck(fused.entity_attention_op, (q, k, v, mask, 0.2, average))
+        probs = fused.entity_attention_op(q, k, v, mask, 0.2, average)[1]
+        grad = torch.randn(q.shape[:2] + ((q.shape[3],) if average else q.shape[2:]), dtype=dtype, device=device)
+        torch.library.opcheck(fused.entity_attention_backward_op,
+                              (grad, q.detach(), k.detach(), v.detach(), mask, probs, 0.2, average))
+
+
+# ---------------------------------------------------------------------------- qmix mixing
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 9), pairs=st.integers(1, 2), agents=st.integers(1, 16), embed=st.integers(1, 64),
+       seed=st.integers(0, 2**31 - 1))
+def test_mix_matches_twin_forward_and_backward_float64(rows, pairs, agents, embed, seed):
+    gen = torch.Generator().manual_seed(seed)
+    w1, b1, w2, b2, q, present = mix_inputs(gen, rows, pairs, agents, embed)
+    inputs = [t.requires_grad_(True) for t in (w1, b1, w2, b2, q)]
+    use_pairs = pairs > 1
+    if not use_pairs:
+        w1, q = w1[0], q[0]
+    fused_out = ops.qmix_mix(w1, b1, w2, b2, q, present, pairs=use_pairs)
+    twin_out = ops.qmix_mix_reference(w1, b1, w2, b2, q, present, pairs=use_pairs)
+    torch.testing.assert_close(fused_out, twin_out, rtol=1e-10, atol=1e-12)
+    fused_grads, twin_grads = grads(fused_out, inputs), grads(twin_out, inputs)
+    assert_all_close(fused_grads, twin_grads)
+    absent = present == 0
+    assert (fused_grads[4][:, absent] == 0).all(), "absent agents' values get no gradient"
+    assert (fused_grads[1][absent] == 0).all()
+    assert fused_out[0] == 0, "nobody present: Q_tot = 0"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pairs", [1, 2])
+def test_mix_gradcheck_float64(device, pairs):
+    gen = torch.Generator().manual_seed(4)
+    w1, b1, w2, b2, q, present = mix_inputs(gen, 4, pairs, 5, 6, device)
+    inputs = tuple(t.requires_grad_(True) for t in (w1, b1, w2, b2, q))
+    fn = lambda *xs: fused.qmix_mix_op(*xs, present)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mix_opcheck(device):
+    gen = torch.Generator().manual_seed(5)
+    for dtype in (torch.float32, F64):
+        for pairs in (1, 2):
+            w1, b1, w2, b2, q, present = mix_inputs(gen, 6, pairs, 4, 8, device, dtype)
+            for t in (w1, b1, w2, b2, q):
+                t.requires_grad_(True)
+            torch.library.opcheck(fused.qmix_mix_op, (w1, b1, w2, b2, q, present))
+            grad = torch.randn(6, dtype=dtype, device=device)
+            torch.library.opcheck(fused.qmix_mix_backward_op,
+                                  (grad, *(t.detach() for t in (w1, b1, w2, b2, q)), present))
+
+
+# ---------------------------------------------------------------------------- machinery
+def test_results_do_not_depend_on_the_thread_count():
+    gen = torch.Generator().manual_seed(6)
+    q, k, v, mask = attention_inputs(gen, 64, 6, 4, 14, 32, True, dtype=torch.float32)
+    w1, b1, w2, b2, mq, present = mix_inputs(gen, 64, 1, 6, 8, dtype=torch.float32)
+    results = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        inputs = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        out = ops.entity_attention(*inputs, mask, 0.1, False)
+        mix_in = [t.detach().requires_grad_(True) for t in (w1[0], b1, w2, b2, mq[0])]
+        mixed = ops.qmix_mix(*mix_in, present)
+        results.append([out, *grads(out, inputs), mixed, *grads(mixed, mix_in)])
+    torch.set_num_threads(1)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_dispatcher_falls_back_with_a_reason_and_rejects_bad_input():
+    gen = torch.Generator().manual_seed(7)
+    q, k, v, mask = attention_inputs(gen, 2, 3, 2, 5, 8, True, dtype=torch.float32)
+    assert ops.attention_fallback_reason(q, k, v, mask) is None
+    half = [t.half() for t in (q, k, v, mask)]
+    assert "dtype torch.float16" in ops.attention_fallback_reason(*half)
+    assert "different dtypes" in ops.attention_fallback_reason(q, k.double(), v, mask)
+    wide = torch.zeros(2, _kernels.max_entities + 1, 1, 8)
+    assert "entities exceed" in ops.attention_fallback_reason(q, wide, wide, torch.zeros(2, 3, wide.shape[1]))
+    # A fallback still computes the right answer, and is recorded.
+    out = ops.entity_attention(*[t.double() for t in (q, k, v)], mask.float(), 0.3)
+    assert "entity_attention: inputs have different dtypes: torch.float32, torch.float64" in ops.fallbacks()
+    torch.testing.assert_close(out, ops.entity_attention_reference(q.double(), k.double(), v.double(),
+                                                                   mask.double(), 0.3))
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        ops.entity_attention(q, k, v, mask, 0.3, kernels="triton")
+    with pytest.raises(ValueError, match="mask must be"):
+        ops.entity_attention(q, k, v, mask[:, :2], 0.3)
+    with pytest.raises(ValueError, match="k must be"):
+        ops.entity_attention(q, k.expand(-1, -1, 3, -1), v, mask, 0.3)
+    w1, b1, w2, b2, mq, present = mix_inputs(gen, 3, 1, 4, 5)
+    with pytest.raises(ValueError, match="agent_q must have shape"):
+        ops.qmix_mix(w1[0], b1, w2, b2, mq[0, :, :3], present)
+    wide_embed = torch.zeros(3, 4, _kernels.max_embed + 1, dtype=F64)
+    assert "embedding width" in ops.mix_fallback_reason(wide_embed.unsqueeze(0), *(wide_embed,) * 3, mq, present)
+
+
+def test_ops_work_under_torch_compile():
+    gen = torch.Generator().manual_seed(8)
+    q, k, v, mask = attention_inputs(gen, 4, 3, 2, 6, 32, True, dtype=torch.float32)
+    w1, b1, w2, b2, mq, present = mix_inputs(gen, 4, 1, 3, 8, dtype=torch.float32)
+
+    def step(q, k, v, w1):
+        pooled = ops.entity_attention(q, k, v, mask, 0.2)
+        return ops.qmix_mix(w1 + pooled.sum(-1, keepdim=True)[..., :1], b1, w2, b2, mq[0], present).sum()
+
+    inputs = [q, k, v, w1[0]]
+    eager_in = [t.clone().requires_grad_(True) for t in inputs]
+    compiled_in = [t.clone().requires_grad_(True) for t in inputs]
+    eager = step(*eager_in)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")(*compiled_in)
+    torch.testing.assert_close(compiled, eager)
+    assert_all_close(torch.autograd.grad(compiled, compiled_in), torch.autograd.grad(eager, eager_in),
+                     rtol=1e-6, atol=1e-6)
+    assert not ops.fallbacks() or all("different dtypes" in key for key in ops.fallbacks())
+
+
+@pytest.mark.parametrize("method", ["copa", "aqmix", "aiqmix"])
+def test_full_learner_update_fused_matches_torch(method):
+    batch = rollout_batch()
+    cfg = preset("quick").replace(method=method, hidden_dim=32, mixer_hidden_dim=16, mixer_embed_dim=8, n_heads=2,
+                                  batch_size=batch["reward"].shape[0])
+    results = {}
+    for kernels in ops.KERNEL_MODES:
+        learner = Learner(SPEC, cfg.replace(kernels=kernels), torch.device("cpu"), seed=0)
+        metrics = learner.update({k: v.clone() for k, v in batch.items()})
+        results[kernels] = (metrics, [p.detach().clone() for p in learner.online.parameters()])
+    (fused_metrics, fused_params), (torch_metrics, torch_params) = results["fused"], results["torch"]
+    for key in torch_metrics:
+        torch.testing.assert_close(fused_metrics[key], torch_metrics[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert_all_close(fused_params, torch_params, rtol=1e-4, atol=1e-5)
+    assert any((p != q).any() for p, q in zip(fused_params, Learner(SPEC, cfg, torch.device("cpu"), 0).online.parameters()))

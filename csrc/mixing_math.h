@@ -96,12 +96,8 @@ template <class T>
 CPFAST_HD T MixForwardRow(const MixRowInputs<T>& x) {
   T mixed[kMaxEmbed], bias1[kMaxEmbed], w2[kMaxEmbed], bias2[kMaxEmbed];
   MixAccumulate(x, mixed, bias1, w2, bias2);
-  T out = T(0), b2 = T(0);
-  for (int k = 0; k < x.embed; ++k) {
-    out += Elu(mixed[k] + bias1[k]) * w2[k];
-    b2 += bias2[k];
-  }
-  return out + b2 / T(x.embed);
+  for (int k = 0; k < x.embed; ++k) mixed[k] = Elu(mixed[k] + bias1[k]) * w2[k];  // elementwise: vectorises
+  return SumOf(mixed, x.embed) + SumOf(bias2, x.embed) / T(x.embed);
 }
 
 template <class T>
@@ -136,12 +132,8 @@ CPFAST_HD void MixBackwardRow(const MixRowInputs<T>& x, T grad, const MixRowGrad
     for (int j = 0; j < x.pairs; ++j) {
       SoftmaxAll(x.w1 + j * x.w1_pair_stride + i * e, e, soft);
       const T pq = p * x.q[j * x.q_pair_stride + i];
-      T dq = T(0);
-      for (int k = 0; k < e; ++k) {
-        dq += d_pre[k] * (p * soft[k]);
-        d_soft[k] = d_pre[k] * pq * p;
-      }
-      g.q[j * x.q_pair_stride + i] = p * dq;
+      for (int k = 0; k < e; ++k) d_soft[k] = d_pre[k] * pq * p;
+      g.q[j * x.q_pair_stride + i] = p * (p * DotOf(d_pre, soft, e));
       SoftmaxBackward(soft, d_soft, e, g.w1 + j * x.w1_pair_stride + i * e);
     }
   }

@@ -240,6 +240,20 @@ def test_greedy_policy_rules():
     assert not GreedyRescuePolicy(env.spec)(env.observation).any()  # no fire: stay
 
 
+def test_greedy_policy_ties_prefer_the_nearer_then_the_lower_index():
+    env = make_rescue()
+    env.set_state(0, {
+        "agent_cell": np.array([[5, 5], [2, 0], [0, 0], [0, 0], [0, 0], [0, 0]], dtype=np.int32),
+        "agent_alive": [1, 1, 0, 0, 0, 0], "agent_acc": np.zeros(6), "agent_attr": np.full((6, 2), 0.5),
+        # Agent 0: b0 scores (3 + 1) / 0.4 and b1 (1 + 1) / 0.2, equal -> the nearer b1 (right).
+        # Agent 1: b2 and b3 both score (2 + 1) / 0.3 at distance 2 -> the lower index b2 (left).
+        "bld_cell": np.array([[5, 8], [6, 5], [0, 0], [4, 0], [9, 9], [8, 9], [7, 9], [6, 9]], dtype=np.int32),
+        "bld_burning": [1, 1, 1, 1, 0, 0, 0, 0], "bld_intensity": [0.4, 0.2, 0.3, 0.3, 0, 0, 0, 0],
+        "bld_health": np.ones(8), "bld_destroyed": np.zeros(8, dtype=np.int8), "bld_timer": np.zeros(8, dtype=np.int32),
+    })
+    assert GreedyRescuePolicy(env.spec)(env.observation)[0].tolist() == [2, 1, 0, 0, 0, 0]
+
+
 def test_render_returns_rgb():
     env = make_rescue(num_envs=2, seed=3, composition="n6")
     image = env.render(1)

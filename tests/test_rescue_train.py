@@ -3,11 +3,8 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from cpfast.envs import REGISTRY
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_train_cli_runs_on_rescue_with_its_preset_changes(tmp_path):
@@ -15,7 +12,7 @@ def test_train_cli_runs_on_rescue_with_its_preset_changes(tmp_path):
     steps = 2 * 100 * 8  # two episode-iterations of the 8 rollout envs
     out = subprocess.run([sys.executable, "-m", "cpfast.train", "--env", "rescue", "--preset", "quick", "--steps",
                           str(steps), "--eval-episodes", "2", "--run-dir", str(run_dir), "--no-progress", "--threads", "1"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "evaluation on train" in out.stdout
     config = json.loads((run_dir / "config.json").read_text())

@@ -13,16 +13,22 @@ import numpy as np
 from .envs import REGISTRY, make_env
 from .envs.render import record_episode_gif
 from .episodes import run_episodes
-from .policies import RandomPolicy, ScriptedResourcePolicy
+from .policies import GreedyRescuePolicy, RandomPolicy, ScriptedResourcePolicy
 
-POLICIES = {"random": lambda spec, seed: RandomPolicy(spec, seed), "scripted": lambda spec, seed: ScriptedResourcePolicy(spec)}
+POLICIES = {
+    "random": lambda spec, seed: RandomPolicy(spec, seed),
+    "scripted": lambda spec, seed: ScriptedResourcePolicy(spec),  # resource_collection
+    "greedy": lambda spec, seed: GreedyRescuePolicy(spec),  # rescue
+}
+DEFAULT_POLICY = {"resource_collection": "scripted", "rescue": "greedy"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cpfast.play", description=__doc__.splitlines()[0])
     p.add_argument("--env", default="resource_collection", choices=sorted(REGISTRY))
     p.add_argument("--composition", default="train")
-    p.add_argument("--policy", default="scripted", choices=sorted(POLICIES))
+    p.add_argument("--policy", default=None, choices=sorted(POLICIES),
+                   help="random (any env), scripted (resource_collection) or greedy (rescue); default: the env's scripted one")
     p.add_argument("--episodes", type=int, default=144, help="episodes to finish (default 144: three rounds of the 2-3-4 rotation)")
     p.add_argument("--num-envs", type=int, default=48, help="environments stepped together")
     p.add_argument("--threads", type=int, default=None, help="C++ threads (default: all cores)")
@@ -46,6 +52,8 @@ def env_speed(name: str, composition: str, num_envs: int, threads: int | None, s
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.policy is None:
+        args.policy = DEFAULT_POLICY.get(args.env, "random")
     env = make_env(args.env, num_envs=args.num_envs, seed=args.seed, composition=args.composition, num_threads=args.threads)
     policy = POLICIES[args.policy](env.spec, args.seed)
     start = time.perf_counter()

@@ -1,5 +1,5 @@
-"""Reference policies: uniform random (any environment) and a scripted Resource Collection
-policy that acts only through actions. Both map a batch of observations (the dict returned
+"""Reference policies: uniform random (any environment), a scripted Resource Collection
+policy that acts only through actions, and the Rescue greedy policy (rescue_game.md §10). Both map a batch of observations (the dict returned
 by ``VecEnv.reset``/``step``) to actions [B, N_A]."""
 
 from __future__ import annotations
@@ -82,6 +82,40 @@ class ScriptedResourcePolicy:
         p_next = pos[:, :, None, :] + 0.1 * v_next
         actions = np.linalg.norm(p_next - target[:, :, None, :], axis=-1).argmin(axis=-1)
         return np.where(present, actions, 0)
+
+
+class GreedyRescuePolicy:
+    """The Rescue greedy reference policy (rescue_game.md §10), reading the full state from
+    ``entities``: each present agent independently stays on a burning building's cell, or heads
+    for the burning building minimising ``(manhattan + 1) / intensity`` (ties: nearer, then
+    lower index), stepping along x when ``|dx| >= |dy|``, else along y; with no fire it stays.
+    """
+
+    def __init__(self, spec: EnvSpec):
+        if spec.name != "rescue":
+            raise ValueError(f"GreedyRescuePolicy plays rescue, not {spec.name}")
+        self.spec = spec
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        n_agents = self.spec.max_agents
+        ents = obs["entities"]
+        cells = np.rint(ents[..., :2].astype(np.float64) * 9).astype(np.int64)  # [B, N_E, 2]
+        agent, bld = cells[:, :n_agents], cells[:, n_agents:]
+        burning = (obs["entity_present"][:, n_agents:] != 0) & (ents[:, n_agents:, 3] > 0)  # [B, N_B]
+        intensity = ents[:, n_agents:, 4].astype(np.float64)
+        delta = bld[:, None, :, :] - agent[:, :, None, :]  # [B, A, N_B, 2]
+        dist = np.abs(delta).sum(axis=-1)
+        score = np.where(burning[:, None, :], (dist + 1) / np.where(burning, intensity, 1.0)[:, None, :], np.inf)
+        # Lexicographic minimum of (score, distance, index): stable sorts, last key first.
+        order = np.argsort(dist, axis=-1, kind="stable")
+        order = np.take_along_axis(order, np.argsort(np.take_along_axis(score, order, -1), axis=-1, kind="stable"), -1)
+        target = order[..., 0]  # [B, A]
+        d = np.take_along_axis(delta, target[..., None, None], axis=2)[:, :, 0]  # [B, A, 2]
+        dx, dy = d[..., 0], d[..., 1]
+        along_x = np.abs(dx) >= np.abs(dy)
+        actions = np.where(along_x, np.where(dx > 0, 2, np.where(dx < 0, 1, 0)), np.where(dy > 0, 4, 3))
+        has_fire = burning.any(axis=1)[:, None]
+        return np.where((obs["agent_present"] != 0) & has_fire, actions, 0)
 
 
 class PositionSettingExpert:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .config import METHODS, PRESETS, Config, from_dict, preset, to_dict
-from .envs import make_env
+from .envs import REGISTRY, make_env
 from .learner import Learner
 from .replay import SegmentBuffer, SegmentWindows
 from .rollout import Actor, epsilon, evaluate, to_tensors
@@ -188,7 +188,7 @@ class Trainer:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cpfast.train", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="settings to start from (default: paper)")
-    p.add_argument("--env", help="environment (default resource_collection)")
+    p.add_argument("--env", choices=sorted(REGISTRY), help="environment (default resource_collection)")
     p.add_argument("--composition", help="training composition (default train)")
     p.add_argument("--method", choices=METHODS, help="default copa")
     p.add_argument("--seed", type=int)
@@ -220,7 +220,11 @@ def main(argv=None) -> dict:
         trainer = Trainer(cfg, args.run_dir)
         trainer.restore(payload)
     else:
-        cfg = preset(args.preset).replace(**overrides)
+        cfg = preset(args.preset)
+        env_name = overrides.get("env", cfg.env)
+        if env_name in REGISTRY:  # the environment's own preset changes, then the command line's
+            cfg = cfg.replace(**REGISTRY[env_name].train_defaults)
+        cfg = cfg.replace(**overrides)
         run_dir = args.run_dir or os.path.join("runs", f"{cfg.env}_{cfg.method}_s{cfg.seed}")
         trainer = Trainer(cfg, run_dir)
     summary = trainer.run(progress=not args.no_progress)

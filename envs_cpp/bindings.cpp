@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "batched_runner.h"
+#include "rescue_game.h"
 #include "resource_collection.h"
 
 namespace py = pybind11;
@@ -99,7 +100,13 @@ void BindRunner(py::module_& m, const char* name) {
              out["reward"] = View(r.reward, {n}, self);
              out["terminated"] = View(r.terminated, {n}, self);
              out["truncated"] = View(r.truncated, {n}, self);
-             out["agent_rewards"] = View(r.agent_rewards, {n, a}, self);
+             if (EnvHasAgentRewards<Env>::value) out["agent_rewards"] = View(r.agent_rewards, {n, a}, self);
+             // Per-step counters of this environment (interface.md §6), one [N] array per key.
+             py::dict info;
+             for (int c = 0; c < Runner::kInfoCount; ++c)
+               info[EnvInfoKeys<Env>::Name(c)] = py::array_t<int32_t>(
+                   {n}, {static_cast<py::ssize_t>(sizeof(int32_t) * Runner::kInfoCount)}, r.info.data() + c, self);
+             out["info"] = info;
              out["episode_step"] = View(r.episode_step, {n}, self);
              out["episode_return"] = View(r.episode_return, {n}, self);
              out["episode_length"] = View(r.episode_length, {n}, self);
@@ -202,4 +209,5 @@ PYBIND11_MODULE(_envs, m) {
         },
         "first n uniform() draws of the stream seeded with `seed`", py::arg("seed"), py::arg("n"));
   BindRunner<ResourceCollection>(m, "ResourceCollection");
+  BindRunner<RescueGame>(m, "RescueGame");
 }

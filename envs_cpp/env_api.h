@@ -13,10 +13,19 @@
 //   void Step(const int32_t* actions, const StepSlot&);  // one step, outputs into the slot
 //   void WriteObservation(const ObsSlot&);             // outputs of the current state
 //   StateFields State();                               // named views of the full state
+//
+// and optionally:
+//
+//   static constexpr const char* kInfoKeys[] = {...};  // per-step int32 counters it writes to
+//                                                      // StepSlot::info (exposed in info)
+//   static constexpr bool kAgentRewards = false;       // no per-agent rewards: the runner leaves
+//                                                      // info["agent_rewards"] out (default true)
 #pragma once
 #include <cstdint>
+#include <iterator>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace cpfast {
@@ -48,7 +57,27 @@ struct StepSlot {
   uint8_t* terminated;    // []
   uint8_t* truncated;     // []
   float* agent_rewards;   // [N_A]
+  int32_t* info;          // [EnvInfoKeys<Env>::kCount]
 };
+
+// The optional kInfoKeys of an environment class (none by default).
+template <class Env, class = void>
+struct EnvInfoKeys {
+  static constexpr int kCount = 0;
+  static const char* Name(int) { return ""; }
+};
+template <class Env>
+struct EnvInfoKeys<Env, std::void_t<decltype(Env::kInfoKeys)>> {
+  static constexpr int kCount = static_cast<int>(std::size(Env::kInfoKeys));
+  static const char* Name(int k) { return Env::kInfoKeys[k]; }
+};
+
+// The optional kAgentRewards of an environment class (true by default).
+template <class Env, class = void>
+struct EnvHasAgentRewards : std::true_type {};
+template <class Env>
+struct EnvHasAgentRewards<Env, std::void_t<decltype(Env::kAgentRewards)>>
+    : std::integral_constant<bool, Env::kAgentRewards> {};
 
 struct EnvOptions {
   std::string composition;

@@ -90,7 +90,7 @@ class CpfastParallelEnv(ParallelEnv):
         for agent in self.agents:  # only live agents act: a leaver's slot may hold a joiner now
             if agent in actions:
                 acts[0, self.agent_slot[agent]] = int(actions[agent])
-        obs, _, terminated, truncated, info = self._vec.step(acts)
+        obs, team_reward, terminated, truncated, info = self._vec.step(acts)
         done = bool(terminated[0] or truncated[0])
         # The VecEnv auto-resets inside this step; the finished episode's last obs is in final.
         self._obs = _copy_env0(info["final"] if done else obs)
@@ -108,9 +108,11 @@ class CpfastParallelEnv(ParallelEnv):
         # Report every agent that was alive before the step (leavers once more) plus joiners;
         # names only grow, so this is name order.
         reported = self.agents + joined
-        agent_rewards = info["agent_rewards"][0]
         observations = {a: self._observe(self._obs, a) for a in reported}
-        rewards = {a: float(agent_rewards[self.agent_slot[a]]) for a in reported}
+        if "agent_rewards" in info:
+            rewards = {a: float(info["agent_rewards"][0][self.agent_slot[a]]) for a in reported}
+        else:  # a team reward only (Rescue): every agent receives it
+            rewards = {a: float(team_reward[0]) for a in reported}
         terminations = {a: bool(terminated[0]) or a in left for a in reported}
         truncations = {a: bool(truncated[0]) and a not in left for a in reported}
         infos = {a: {} for a in reported}

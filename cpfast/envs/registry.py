@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,11 +20,18 @@ class EnvEntry:
     compositions: tuple[str, ...]
     zero_shot_table: Callable[[], np.ndarray] | None
     renderer: Callable[[dict[str, np.ndarray]], np.ndarray] | None
+    # Training-config fields this environment's preset changes (method.md §17), applied by
+    # ``python -m cpfast.train --env NAME`` before the command line's own overrides.
+    train_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, EnvEntry] = {
     "resource_collection": EnvEntry(
         _envs.ResourceCollection, ("train", "n5", "n6", "dynamic"), tables.rc_zero_shot_table, render.render_resource_collection
+    ),
+    "rescue": EnvEntry(
+        _envs.RescueGame, ("train", "n5", "n6", "dynamic"), tables.rescue_zero_shot_table, render.render_rescue,
+        train_defaults={"segment_tail": "pad", "truncation_is_terminal": False},
     ),
 }
 

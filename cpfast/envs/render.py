@@ -54,6 +54,45 @@ def render_resource_collection(state: dict[str, np.ndarray], size: int = 420) ->
     return canvas.rgb()
 
 
+def render_rescue(state: dict[str, np.ndarray], cell: int = 40) -> np.ndarray:
+    """The 10 x 10 grid (y up): intact buildings as squares whose darkness is their health, a
+    burning one with an orange-to-red core sized by its intensity; agents as discs coloured by
+    extinguish power (red) and speed (blue), each with its 5 x 5 view window outlined."""
+    grid = 10
+    size = grid * cell
+    image = np.empty((size, size, 3), dtype=np.float64)
+    image[:] = (250, 250, 245)
+    image[::cell, :] = image[:, ::cell] = (225, 225, 220)
+
+    def box(x, y, half, colour, outline=False):
+        """Square of half-width ``half`` (cells) centred on cell (x, y); row 0 is the top (y = 9)."""
+        cx, cy = (x + 0.5) * cell, (grid - y - 0.5) * cell
+        r0, r1 = int(max(0, round(cy - half * cell))), int(min(size, round(cy + half * cell)))
+        c0, c1 = int(max(0, round(cx - half * cell))), int(min(size, round(cx + half * cell)))
+        if outline:
+            image[r0:r1, [c0, c1 - 1]] = colour
+            image[[r0, r1 - 1], c0:c1] = colour
+        else:
+            image[r0:r1, c0:c1] = colour
+
+    for b in np.flatnonzero(state["bld_destroyed"] == 0):
+        x, y = state["bld_cell"][b]
+        box(x, y, 0.42, 200 - 150 * float(state["bld_health"][b]))
+        if state["bld_burning"][b]:
+            intensity = float(state["bld_intensity"][b])
+            box(x, y, 0.12 + 0.25 * intensity, (250, 170 - 140 * intensity, 30))
+    rows = (np.arange(size) + 0.5)[:, None]
+    cols = (np.arange(size) + 0.5)[None, :]
+    for i in np.flatnonzero(state["agent_alive"]):
+        x, y = state["agent_cell"][i]
+        e, s = state["agent_attr"][i]
+        box(x, y, 2.5, (120, 120, 200), outline=True)
+        colour = (np.clip((e - 0.05) / 0.30, 0, 1) * 200 + 40, 60, np.clip((s - 0.4) / 0.6, 0, 1) * 200 + 40)
+        cx, cy = (x + 0.5) * cell, (grid - y - 0.5) * cell
+        image[(rows - cy) ** 2 + (cols - cx) ** 2 <= (0.25 * cell) ** 2] = colour
+    return image.clip(0, 255).astype(np.uint8)
+
+
 def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -> Path:
     """Writes RGB frames to an animated GIF."""
     from PIL import Image  # matplotlib's own imaging dependency

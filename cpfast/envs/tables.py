@@ -18,6 +18,7 @@ ZERO_SHOT_SEED = 20210718  # the ICML 2021 conference date
 ZERO_SHOT_ROWS = 1000
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 RC_TABLE_FILE = DATA_DIR / "rc_zero_shot_attributes.npy"
+RESCUE_TABLE_FILE = DATA_DIR / "rescue_zero_shot_attributes.npy"
 
 
 def generate_rc_zero_shot_table(seed: int = ZERO_SHOT_SEED, rows: int = ZERO_SHOT_ROWS) -> np.ndarray:
@@ -28,14 +29,33 @@ def generate_rc_zero_shot_table(seed: int = ZERO_SHOT_SEED, rows: int = ZERO_SHO
     return table
 
 
-@lru_cache(maxsize=None)
-def rc_zero_shot_table() -> np.ndarray:
-    table = np.load(RC_TABLE_FILE)
+def generate_rescue_zero_shot_table(seed: int = ZERO_SHOT_SEED, rows: int = ZERO_SHOT_ROWS) -> np.ndarray:
+    """[rows, 6, 2] Rescue attributes, raw: e ~ U[0.05, 0.35], s ~ U[0.4, 1.0] (stream derive(seed, 1, 4))."""
+    draws = _envs.uniform_stream(_envs.derive_seed(seed, 1, 4), rows * 6 * 2).reshape(rows, 6, 2)
+    table = np.empty_like(draws)
+    table[..., 0] = 0.05 + 0.30 * draws[..., 0]
+    table[..., 1] = 0.4 + 0.6 * draws[..., 1]
+    return table
+
+
+def _load(path: Path) -> np.ndarray:
+    table = np.load(path)
     table.setflags(write=False)
     return table
 
 
+@lru_cache(maxsize=None)
+def rc_zero_shot_table() -> np.ndarray:
+    return _load(RC_TABLE_FILE)
+
+
+@lru_cache(maxsize=None)
+def rescue_zero_shot_table() -> np.ndarray:
+    return _load(RESCUE_TABLE_FILE)
+
+
 if __name__ == "__main__":
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    np.save(RC_TABLE_FILE, generate_rc_zero_shot_table())
-    print(f"wrote {RC_TABLE_FILE}")
+    for path, generate in ((RC_TABLE_FILE, generate_rc_zero_shot_table), (RESCUE_TABLE_FILE, generate_rescue_zero_shot_table)):
+        np.save(path, generate())
+        print(f"wrote {path}")

@@ -55,8 +55,13 @@ class VecEnv:
         for views in (buffers["obs"], buffers["final"]):
             for view in views.values():
                 view.setflags(write=False)
-        for key in ("reward", "terminated", "truncated", "agent_rewards", "episode_step", "episode_return", "episode_length"):
-            buffers[key].setflags(write=False)
+        # Env-specific info: per-agent rewards (where the env has them) and per-step counters.
+        extra_info = dict(buffers["info"])
+        if "agent_rewards" in buffers:
+            extra_info["agent_rewards"] = buffers["agent_rewards"]
+        for view in (*extra_info.values(), *(buffers[k] for k in ("reward", "terminated", "truncated", "episode_step",
+                                                                  "episode_return", "episode_length"))):
+            view.setflags(write=False)
         self._obs = buffers["obs"]
         self._reward = buffers["reward"]
         self._terminated = buffers["terminated"]
@@ -66,7 +71,7 @@ class VecEnv:
             "episode_step": buffers["episode_step"],
             "episode_return": buffers["episode_return"],
             "episode_length": buffers["episode_length"],
-            "agent_rewards": buffers["agent_rewards"],
+            **extra_info,
         }
         self._state_fields = {
             name: (np.dtype(dtype), tuple(shape), lo, hi) for name, dtype, shape, lo, hi in runner_cls.state_fields()

@@ -31,7 +31,8 @@ void ParallelRows(int64_t rows, int num_threads, Body body) {
     body(0, static_cast<int>(rows));
     return;
   }
-  if (!pool || pool->num_threads() != threads) pool = std::make_unique<ThreadPool>(threads);
+  // No spinning: a kernel call lasts milliseconds, and torch's own threads need the cores between calls.
+  if (!pool || pool->num_threads() != threads) pool = std::make_unique<ThreadPool>(threads, /*spins=*/0);
   pool->ParallelFor(static_cast<int>(rows), body);
 }
 
@@ -43,15 +44,14 @@ struct Vec {
   static constexpr int kLanes = 32 / sizeof(T);
 };
 
+// Vectors go by reference: passing 32-byte vectors by value would tie the ABI to AVX.
 template <class T>
-CPFAST_INLINE typename Vec<T>::type Load(const T* p) {
-  typename Vec<T>::type v;
+CPFAST_INLINE void Load(const T* p, typename Vec<T>::type& v) {
   std::memcpy(&v, p, sizeof(v));
-  return v;
 }
 
 template <class T>
-CPFAST_INLINE T LaneSum(typename Vec<T>::type v) {
+CPFAST_INLINE T LaneSum(const typename Vec<T>::type& v) {
   T total = v[0];
   for (int l = 1; l < Vec<T>::kLanes; ++l) total += v[l];
   return total;
@@ -71,12 +71,17 @@ CPFAST_INLINE void DotRows(const T* x, const T* rows, int64_t stride, int count,
     const T* r2 = r1 + stride;
     const T* r3 = r2 + stride;
     V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    V xv, v0, v1, v2, v3;
     for (int i = 0; i < body; i += L) {
-      const V xv = Load(x + i);
-      a0 += xv * Load(r0 + i);
-      a1 += xv * Load(r1 + i);
-      a2 += xv * Load(r2 + i);
-      a3 += xv * Load(r3 + i);
+      Load(x + i, xv);
+      Load(r0 + i, v0);
+      Load(r1 + i, v1);
+      Load(r2 + i, v2);
+      Load(r3 + i, v3);
+      a0 += xv * v0;
+      a1 += xv * v1;
+      a2 += xv * v2;
+      a3 += xv * v3;
     }
     T t0 = LaneSum<T>(a0), t1 = LaneSum<T>(a1), t2 = LaneSum<T>(a2), t3 = LaneSum<T>(a3);
     for (int i = body; i < d; ++i) {

@@ -2,9 +2,10 @@
 // the calling thread taking the first. Work items must be independent; which thread runs
 // which item never affects results.
 //
-// Batched env steps are short (tens of microseconds for small batches), so threads spin
-// briefly on an atomic before sleeping on a condition variable: a wake-up through the
-// kernel alone would cost as much as the work.
+// Batched env steps are short (tens of microseconds for small batches), so by default threads
+// spin briefly on an atomic before sleeping on a condition variable: a wake-up through the
+// kernel alone would cost as much as the work. Callers whose tasks take milliseconds and who
+// share the cores with another pool (the fused kernels, beside torch's) pass spins = 0.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -25,7 +26,10 @@ inline void CpuRelax() {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int num_threads) : num_threads_(num_threads < 1 ? 1 : num_threads) {
+  static constexpr int kDefaultSpins = 1 << 14;  // roughly 50-200 microseconds
+
+  explicit ThreadPool(int num_threads, int spins = kDefaultSpins)
+      : num_threads_(num_threads < 1 ? 1 : num_threads), spins_(spins) {
     for (int t = 1; t < num_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
   }
 
@@ -63,7 +67,7 @@ class ThreadPool {
     }
     start_.notify_all();
     RunChunk(0);
-    for (int spin = 0; spin < kSpins && pending_.load(std::memory_order_acquire) != 0; ++spin) CpuRelax();
+    for (int spin = 0; spin < spins_ && pending_.load(std::memory_order_acquire) != 0; ++spin) CpuRelax();
     if (pending_.load(std::memory_order_acquire) != 0) {
       std::unique_lock<std::mutex> lock(mutex_);
       done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
@@ -71,8 +75,6 @@ class ThreadPool {
   }
 
  private:
-  static constexpr int kSpins = 1 << 14;  // roughly 50-200 microseconds
-
   void RunChunk(int t) {
     const int64_t begin = static_cast<int64_t>(n_) * t / used_;
     const int64_t end = static_cast<int64_t>(n_) * (t + 1) / used_;
@@ -82,7 +84,7 @@ class ThreadPool {
   void WorkerLoop(int t) {
     uint64_t seen = 0;
     for (;;) {
-      for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen; ++spin) CpuRelax();
+      for (int spin = 0; spin < spins_ && generation_.load(std::memory_order_acquire) == seen; ++spin) CpuRelax();
       bool participate;
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -101,6 +103,7 @@ class ThreadPool {
   }
 
   const int num_threads_;
+  const int spins_;
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable start_, done_;

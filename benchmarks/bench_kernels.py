@@ -1,0 +1,131 @@
+"""Fused kernels vs pure torch at the paper's sizes: forward + backward of each operator and one
+full COPA learner update, on the CPU (and on CUDA when torch sees a GPU).
+
+    pytest benchmarks/bench_kernels.py
+
+Sizes (performance.md): rows = 512 segments x 5 slots, A = 6 agent slots, N = 14 entity rows
+(6 + 8), d = 128, H = 4, E_mix = 128. The masks and present flags come from random-policy
+rollouts of Resource Collection (team sizes 2-4 of 6 slots), as in training.
+
+Attention paths, all computing the player's attention as the network does (keys = values = the
+shared rows h, one output per head): ``fused`` (cpfast._kernels), ``torch`` (the best pure-torch
+formulation, the one ``kernels="torch"`` runs: agent-major batched matmuls) and ``twin`` (the
+operator's reference, ``cpfast.ops.entity_attention_reference``). Ratios are against the
+faster of the two pure-torch paths.
+"""
+
+import pytest
+import torch
+
+import cpfast
+from cpfast import ops
+from cpfast.config import preset
+from cpfast.learner import Learner, prepare_batch
+from cpfast.ops import fused
+
+from bench_train import filled_buffer
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SEGMENTS, HEADS, DIM, EMBED = 512, 4, 128, 128
+
+
+def synchronize():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.fixture(scope="module")
+def paper_batch():
+    cfg = preset("paper")
+    buffer = filled_buffer(cfg, SEGMENTS)
+    return prepare_batch(buffer.sample(SEGMENTS, torch.Generator().manual_seed(0)))
+
+
+def torch_attention(q, h, mask, scale):
+    """The pure-torch path of cpfast.nn.EntityAttention: q [R, A, H, d], h [R, N, d]."""
+    rows, agents, heads, dim = q.shape
+    scores = torch.bmm(q.reshape(rows, agents * heads, dim), h.transpose(1, 2)).view(rows, agents, heads, -1) * scale
+    probs = ops.masked_attention_probs(scores, mask.unsqueeze(2))
+    return torch.bmm(probs.view(rows, agents * heads, -1), h).view(rows, agents, heads, dim)
+
+
+ATTENTION_PATHS = {
+    "fused": lambda q, h, mask, scale: fused.entity_attention_op(q, h.unsqueeze(2), h.unsqueeze(2), mask, scale,
+                                                                 False)[0],
+    "torch": torch_attention,
+    "twin": lambda q, h, mask, scale: ops.entity_attention_reference(q, h.unsqueeze(2), h.unsqueeze(2), mask, scale,
+                                                                     False),
+}
+
+
+def time_forward_backward(benchmark, fn, inputs):
+    inputs = [t.detach().requires_grad_(True) for t in inputs]
+    grad = torch.ones_like(fn(*inputs))
+
+    def step():
+        torch.autograd.grad(fn(*inputs), inputs, grad)
+        synchronize()
+
+    for _ in range(3):  # warm-up
+        step()
+    benchmark.pedantic(step, rounds=15, iterations=1)
+    return benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("path", list(ATTENTION_PATHS))
+def test_entity_attention(benchmark, record_throughput, paper_batch, path):
+    gen = torch.Generator().manual_seed(0)
+    mask = paper_batch["player_mask"].flatten(0, 1).to(DEVICE)  # [2560, 6, 14]
+    rows, agents, entities = mask.shape
+    # Absent agents' query rows are zero in the network (their projections are skipped).
+    active = mask.any(-1).to(torch.float32)[..., None, None]
+    q = (torch.randn(rows, agents, HEADS, DIM, generator=gen) * 0.1).to(DEVICE) * active
+    h = torch.randn(rows, entities, DIM, generator=gen).to(DEVICE)
+    seconds = time_forward_backward(benchmark, lambda q, h: ATTENTION_PATHS[path](q, h, mask, DIM ** -0.5), [q, h])
+    record_throughput("kernels", ("entity_attention", path, str(DEVICE), torch.get_num_threads()), seconds)
+
+
+@pytest.mark.parametrize("path", ["fused", "torch"])
+def test_qmix_mix(benchmark, record_throughput, paper_batch, path):
+    gen = torch.Generator().manual_seed(1)
+    present = paper_batch["present"].flatten(0, 1).to(DEVICE)  # [2560, 6]
+    rows, agents = present.shape
+    hyper = [torch.randn(rows, agents, EMBED, generator=gen).to(DEVICE) for _ in range(4)]
+    agent_q = torch.randn(rows, agents, generator=gen).to(DEVICE)
+    fn = lambda *xs: ops.qmix_mix(*xs, present, kernels=path)  # noqa: E731
+    seconds = time_forward_backward(benchmark, fn, [*hyper, agent_q])
+    record_throughput("kernels", ("qmix_mix", path, str(DEVICE), torch.get_num_threads()), seconds)
+
+
+@pytest.mark.parametrize("kernels", ["fused", "torch"])
+def test_copa_update(benchmark, record_throughput, kernels):
+    cfg = preset("paper").replace(kernels=kernels)
+    learner = Learner(cpfast.make_env(cfg.env).spec, cfg, DEVICE, seed=0)
+    buffer = filled_buffer(cfg, 2 * cfg.effective_batch_size)
+    generator = torch.Generator().manual_seed(0)
+    batches = [buffer.sample(cfg.effective_batch_size, generator) for _ in range(2)]
+    step = iter(range(10**9))
+
+    def update():
+        learner.update(batches[next(step) % 2])
+        synchronize()
+
+    update()  # warm-up
+    benchmark.pedantic(update, rounds=5, iterations=1)
+    record_throughput("kernels", ("copa_update", kernels, str(DEVICE), torch.get_num_threads()),
+                      benchmark.stats.stats.median)
+
+
+def summarize_kernels(results: dict) -> list[str]:
+    """Median ms of each path and fused's speed-up over the fastest pure-torch path."""
+    by_case: dict[tuple, dict[str, float]] = {}
+    for (op, path, device, threads), seconds in results.items():
+        by_case.setdefault((op, device, threads), {})[path] = seconds
+    lines = []
+    for (op, device, threads), paths in sorted(by_case.items()):
+        timings = ", ".join(f"{path} {seconds * 1e3:.2f} ms" for path, seconds in sorted(paths.items()))
+        torch_paths = [s for p, s in paths.items() if p != "fused"]
+        ratio = f"; fused {min(torch_paths) / paths['fused']:.2f}x the best pure-torch path" \
+            if "fused" in paths and torch_paths else ""
+        lines.append(f"{op} forward+backward on {device} ({threads} threads): {timings}{ratio}")
+    return [""] + lines if lines else []

@@ -270,3 +270,16 @@ def test_full_learner_update_fused_matches_torch(method):
         torch.testing.assert_close(fused_metrics[key], torch_metrics[key], rtol=1e-4, atol=1e-5, msg=key)
     assert_all_close(fused_params, torch_params, rtol=1e-4, atol=1e-5)
     assert any((p != q).any() for p, q in zip(fused_params, Learner(SPEC, cfg, torch.device("cpu"), 0).online.parameters()))
+
+
+@pytest.mark.skipif(torch.cuda.is_available() and _kernels.has_cuda(), reason="a GPU is present: run gpu_check.py itself")
+def test_gpu_check_says_why_it_cannot_check_cuda(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--no-build", "--device", "cuda"]) == 2
+    assert "cannot check CUDA" in capsys.readouterr().out

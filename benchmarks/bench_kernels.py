@@ -50,8 +50,7 @@ def torch_attention(q, h, mask, scale):
 
 
 ATTENTION_PATHS = {
-    "fused": lambda q, h, mask, scale: fused.entity_attention_op(q, h.unsqueeze(2), h.unsqueeze(2), mask, scale,
-                                                                 False)[0],
+    "fused": lambda q, h, mask, scale: fused.entity_attention_op(q, h.unsqueeze(2), None, mask, scale, False)[0],
     "torch": torch_attention,
     "twin": lambda q, h, mask, scale: ops.entity_attention_reference(q, h.unsqueeze(2), h.unsqueeze(2), mask, scale,
                                                                      False),

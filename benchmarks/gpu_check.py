@@ -117,7 +117,7 @@ def time_ops(torch, ops, device, rounds, compile_too) -> dict[str, float]:
     w1, b1, w2, b2, mq, _ = mix_inputs(gen, 2560, 1, 6, 128, device, torch.float32)
     scale = 128 ** -0.5
     attention = {
-        "fused": lambda q, h: ops.fused.entity_attention_op(q, h.unsqueeze(2), h.unsqueeze(2), mask, scale, False)[0],
+        "fused": lambda q, h: ops.fused.entity_attention_op(q, h.unsqueeze(2), None, mask, scale, False)[0],
         "torch eager": lambda q, h: torch_attention(q, h, mask, scale),
     }
     mix = {

@@ -26,7 +26,8 @@ struct AttentionForwardArgs {
   T *out, *probs;
 };
 
-// d_scores and weights are [R, A, H, N] scratch buffers, used by the CUDA backward only.
+// d_scores and weights are [R, A, H, N] scratch buffers, used by the CUDA backward only. When
+// v == k (keys double as values) dk may equal dv: both parts are then added into that buffer.
 template <class T>
 struct AttentionBackwardArgs {
   const T *grad, *q, *k, *v, *mask, *probs;

@@ -199,10 +199,15 @@ __global__ void AttentionBackwardColumnKernel(AttentionDims s, AttentionBackward
   }
   T* dk_out = x.dk + id * d;
   T* dv_out = x.dv + id * d;
+  const bool shared = x.dk == x.dv;  // keys are also the values: one gradient buffer
   for (int j = 0; j < kPerLane; ++j) {
     if (LaneIndex(j) >= d) continue;
-    dk_out[LaneIndex(j)] = dk[j];
-    dv_out[LaneIndex(j)] = dv[j];
+    if (shared) {
+      dk_out[LaneIndex(j)] = dk[j] + dv[j];
+    } else {
+      dk_out[LaneIndex(j)] = dk[j];
+      dv_out[LaneIndex(j)] = dv[j];
+    }
   }
 }
 

@@ -113,6 +113,20 @@ def test_attention_masked_rows_and_single_visible_entity(device):
     assert dq[2].abs().max() < 1e-8
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("average", [False, True])
+def test_attention_keys_doubling_as_values_get_one_summed_gradient(device, average):
+    gen = torch.Generator().manual_seed(9)
+    q, k, _, mask = attention_inputs(gen, 4, 5, 2, 11, 32, True, device)
+    inputs = [t.requires_grad_(True) for t in (q, k)]
+    fused_out = ops.entity_attention(q, k, k, mask, 0.3, average)  # v is k: the one-buffer path
+    twin_out = ops.entity_attention_reference(q, k, k, mask, 0.3, average)
+    torch.testing.assert_close(fused_out, twin_out, rtol=1e-10, atol=1e-12)
+    assert_all_close(grads(fused_out, inputs), grads(twin_out, inputs))
+    assert torch.autograd.gradcheck(lambda q, k: ops.entity_attention(q, k, k, mask, 0.3, average), tuple(inputs),
+                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
 def test_attention_float32_underflow_row_is_zero_like_the_twin():
     # A hidden column 200 above the visible one: float32 probabilities of the visible column
     # underflow, and the reference semantics give exactly 0, not the visible value.
@@ -136,11 +150,13 @@ def test_attention_opcheck(device, shared_kv, average):
         q, k, v, mask = attention_inputs(gen, 3, 4, 2, 6, 32, shared_kv, device, dtype)
         for t in (q, k, v):
             t.requires_grad_(True)
-        torch.library.opcheck(fused.entity_attention_op, (q, k, v, mask, 0.2, average))
-        probs = fused.entity_attention_op(q, k, v, mask, 0.2, average)[1]
         grad = torch.randn(q.shape[:2] + ((q.shape[3],) if average else q.shape[2:]), dtype=dtype, device=device)
-        torch.library.opcheck(fused.entity_attention_backward_op,
-                              (grad, q.detach(), k.detach(), v.detach(), mask, probs, 0.2, average))
+        for values in (v, None):  # separate values, and keys doubling as values
+            torch.library.opcheck(fused.entity_attention_op, (q, k, values, mask, 0.2, average))
+            probs = fused.entity_attention_op(q, k, values, mask, 0.2, average)[1]
+            torch.library.opcheck(fused.entity_attention_backward_op,
+                                  (grad, q.detach(), k.detach(), None if values is None else v.detach(), mask, probs,
+                                   0.2, average))
 
 
 # ---------------------------------------------------------------------------- qmix mixing

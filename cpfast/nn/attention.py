@@ -50,7 +50,7 @@ class EntityAttention(nn.Module):
         queries = _rows_matmul(agents, bilinear, active)
         if ops.use_fused("entity_attention", self.kernels, ops.attention_fallback_reason(queries, h, h, mask)):
             shared = h.unsqueeze(2)  # [R, N_E, 1, dh]: keys and values shared by every head
-            pooled = ops.fused.entity_attention_op(queries.view(rows, n_agents, heads, dim), shared, shared, mask,
+            pooled = ops.fused.entity_attention_op(queries.view(rows, n_agents, heads, dim), shared, None, mask,
                                                    1.0, False)[0]
             return _rows_matmul(pooled.view(rows * n_agents, heads * dim), w_v, active).view(rows, n_agents, dim)
         queries = queries.view(rows, n_agents * heads, dim)

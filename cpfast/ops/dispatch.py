@@ -109,13 +109,14 @@ def entity_attention(q, k, v, mask, scale: float, average: bool = True, kernels:
     """Masked multi-head attention of A agent queries over N entity columns (method.md §2).
 
     q [R, A, H, d] (projected per head); k, v [R, N, KH, d] with KH = H, or KH = 1 for keys and
-    values shared by every head (no per-head copies); mask [R, A, N], 0/1 in q's dtype. Scores
+    values shared by every head (no per-head copies), and v may be k itself; mask [R, A, N], 0/1 in q's dtype. Scores
     are ``q.k * scale``; softmax over all N columns, times the mask, renormalised by
     (sum + 1e-12). Returns the heads' average [R, A, d], or every head [R, A, H, d] with
     ``average=False``. A row with nothing visible outputs exactly 0."""
     _check_attention_shapes(q, k, v, mask)
     if use_fused("entity_attention", kernels, attention_fallback_reason(q, k, v, mask)):
-        return fused.entity_attention_op(q, k, v, mask, float(scale), bool(average))[0]
+        shared = v is k  # one buffer for keys and values, one gradient
+        return fused.entity_attention_op(q, k, None if shared else v, mask, float(scale), bool(average))[0]
     return reference.entity_attention_reference(q, k, v, mask, scale, average)
 
 

@@ -7,6 +7,7 @@ pointers, sizes, the CPU thread count and (on CUDA) the current stream as intege
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -28,9 +29,12 @@ def _ptr(t: Tensor | None) -> int:
 
 # ---------------------------------------------------------------------------- entity attention
 @torch.library.custom_op("cpfast::entity_attention", mutates_args=())
-def entity_attention_op(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, average: bool) -> tuple[Tensor, Tensor]:
-    """(out, softmax probabilities [R, A, H, N]); see ``cpfast.ops.entity_attention``."""
-    q, k, v, mask = (t.contiguous() for t in (q, k, v, mask))
+def entity_attention_op(q: Tensor, k: Tensor, v: Optional[Tensor], mask: Tensor, scale: float,
+                        average: bool) -> tuple[Tensor, Tensor]:
+    """(out, softmax probabilities [R, A, H, N]); see ``cpfast.ops.entity_attention``. ``v=None``:
+    the keys are also the values (one buffer, one gradient)."""
+    q, k, mask = (t.contiguous() for t in (q, k, mask))
+    v = k if v is None else v.contiguous()
     rows, agents, heads, dim = q.shape
     entities, kv_heads = k.shape[1], k.shape[2]
     out = q.new_empty((rows, agents, dim) if average else (rows, agents, heads, dim))
@@ -51,12 +55,16 @@ def _(q, k, v, mask, scale, average):
 
 
 @torch.library.custom_op("cpfast::entity_attention_backward", mutates_args=())
-def entity_attention_backward_op(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, probs: Tensor,
-                                 scale: float, average: bool) -> tuple[Tensor, Tensor, Tensor]:
-    grad, q, k, v, mask, probs = (t.contiguous() for t in (grad, q, k, v, mask, probs))
+def entity_attention_backward_op(grad: Tensor, q: Tensor, k: Tensor, v: Optional[Tensor], mask: Tensor,
+                                 probs: Tensor, scale: float, average: bool) -> list[Tensor]:
+    """[dq, dk, dv], or [dq, d(k as keys and values)] when ``v`` is None."""
+    grad, q, k, mask, probs = (t.contiguous() for t in (grad, q, k, mask, probs))
+    shared = v is None
+    v = k if shared else v.contiguous()
     rows, agents, heads, dim = q.shape
     entities, kv_heads = k.shape[1], k.shape[2]
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    dv = dk if shared else torch.empty_like(v)  # the kernels add both parts into one buffer when aliased
     # The CUDA backward sums dK/dV over queries in a second pass from these two buffers.
     d_scores = torch.empty_like(probs) if q.is_cuda else None
     weights = torch.empty_like(probs) if q.is_cuda else None
@@ -65,25 +73,28 @@ def entity_attention_backward_op(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, 
         _kernels.attention_backward(device, dtype, rows, agents, heads, entities, dim, kv_heads, scale, average,
                                     _ptr(grad), _ptr(q), _ptr(k), _ptr(v), _ptr(mask), _ptr(probs), _ptr(dq),
                                     _ptr(dk), _ptr(dv), _ptr(d_scores), _ptr(weights), torch.get_num_threads(), stream)
-    return dq, dk, dv
+    return [dq, dk] if shared else [dq, dk, dv]
 
 
 @entity_attention_backward_op.register_fake
 def _(grad, q, k, v, mask, probs, scale, average):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return [torch.empty_like(t) for t in ((q, k) if v is None else (q, k, v))]
 
 
 def _attention_setup_context(ctx, inputs, output):
     q, k, v, mask, scale, average = inputs
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(q, k, v, mask, output[1])
     ctx.scale, ctx.average = scale, average
 
 
 def _attention_backward(ctx, grad_out, _grad_probs):
+    if grad_out is None:
+        return None, None, None, None, None, None
     q, k, v, mask, probs = ctx.saved_tensors
-    dq, dk, dv = entity_attention_backward_op(grad_out, q, k, v, mask, probs, ctx.scale, ctx.average)
-    return dq, dk, dv, None, None, None
+    grads = entity_attention_backward_op(grad_out, q, k, v, mask, probs, ctx.scale, ctx.average)
+    return grads[0], grads[1], (grads[2] if v is not None else None), None, None, None
 
 
 entity_attention_op.register_autograd(_attention_backward, setup_context=_attention_setup_context)

@@ -65,6 +65,8 @@ template <class Env>
 class BatchedRunner {
  public:
   static constexpr EnvDims kDims = Env::kDims;
+  static constexpr auto kInfoNames = EnvInfoNames<Env>::value;
+  static constexpr int kNumInfo = static_cast<int>(kInfoNames.size());
 
   explicit BatchedRunner(const RunnerConfig& config)
       : config_(config), envs_(config.num_envs), pool_(config.num_threads) {
@@ -76,6 +78,7 @@ class BatchedRunner {
     terminated.assign(n, 0);
     truncated.assign(n, 0);
     agent_rewards.assign(static_cast<size_t>(n) * kDims.max_agents, 0.0f);
+    info.assign(static_cast<size_t>(n) * kNumInfo, 0);
     episode_step.assign(n, 0);
     episode_return.assign(n, 0.0f);
     episode_length.assign(n, 0);
@@ -106,6 +109,7 @@ class BatchedRunner {
         terminated[i] = truncated[i] = 0;
         std::memset(agent_rewards.data() + static_cast<size_t>(i) * kDims.max_agents, 0,
                     sizeof(float) * kDims.max_agents);
+        if (kNumInfo) std::memset(info.data() + static_cast<size_t>(i) * kNumInfo, 0, sizeof(int32_t) * kNumInfo);
         episode_return[i] = 0.0f;
         episode_length[i] = 0;
       }
@@ -143,6 +147,7 @@ class BatchedRunner {
   std::vector<float> reward, agent_rewards, episode_return;
   std::vector<uint8_t> terminated, truncated;
   std::vector<int32_t> episode_step, episode_length;
+  std::vector<int32_t> info;  // [N, kNumInfo]
 
  private:
   // k indexes the flat [N, N_A] action array.
@@ -178,7 +183,8 @@ class BatchedRunner {
 
   void StepEnv(int i, const int32_t* actions) {
     const StepSlot slot{obs.At(i, kDims), &reward[i], &terminated[i], &truncated[i],
-                        agent_rewards.data() + static_cast<size_t>(i) * kDims.max_agents};
+                        agent_rewards.data() + static_cast<size_t>(i) * kDims.max_agents,
+                        info.data() + static_cast<size_t>(i) * kNumInfo};
     envs_[i].Step(actions, slot);
     running_return_[i] += reward[i];
     episode_step[i] = envs_[i].EpisodeStep();

@@ -8,6 +8,7 @@
 
 #include "batched_runner.h"
 #include "resource_collection.h"
+#include "starcraft_micro.h"
 
 namespace py = pybind11;
 using namespace cpfast;
@@ -86,6 +87,12 @@ void BindRunner(py::module_& m, const char* name) {
                                       out["episode_limit"] = d.episode_limit;
                                       return out;
                                     })
+      .def_property_readonly_static("info_names",
+                                    [](py::object) {
+                                      py::list out;
+                                      for (const char* name : Runner::kInfoNames) out.append(name);
+                                      return out;
+                                    })
       .def_property_readonly("num_envs", &Runner::num_envs)
       .def_property_readonly("num_threads", &Runner::num_threads)
       .def("buffers",
@@ -103,6 +110,7 @@ void BindRunner(py::module_& m, const char* name) {
              out["episode_step"] = View(r.episode_step, {n}, self);
              out["episode_return"] = View(r.episode_return, {n}, self);
              out["episode_length"] = View(r.episode_length, {n}, self);
+             out["info"] = View(r.info, {n, static_cast<py::ssize_t>(Runner::kNumInfo)}, self);
              return out;
            })
       .def("reset",
@@ -202,4 +210,6 @@ PYBIND11_MODULE(_envs, m) {
         },
         "first n uniform() draws of the stream seeded with `seed`", py::arg("seed"), py::arg("n"));
   BindRunner<ResourceCollection>(m, "ResourceCollection");
+  BindRunner<StarCraftSz>(m, "StarCraft3to8sz");
+  BindRunner<StarCraftMMM>(m, "StarCraft3to8MMM");
 }

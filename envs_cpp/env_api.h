@@ -13,10 +13,17 @@
 //   void Step(const int32_t* actions, const StepSlot&);  // one step, outputs into the slot
 //   void WriteObservation(const ObsSlot&);             // outputs of the current state
 //   StateFields State();                               // named views of the full state
+//
+// Optionally, per-step integer info fields (interface.md §6), written by Step into
+// StepSlot::info in this order and zeroed by the runner on an explicit reset:
+//
+//   static constexpr std::array<const char*, K> kInfoNames{...};
 #pragma once
+#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace cpfast {
@@ -48,6 +55,7 @@ struct StepSlot {
   uint8_t* terminated;    // []
   uint8_t* truncated;     // []
   float* agent_rewards;   // [N_A]
+  int32_t* info;          // [K] of the env's kInfoNames (none: K = 0)
 };
 
 struct EnvOptions {
@@ -68,6 +76,16 @@ struct StateField {
   double hi;
 };
 using StateFields = std::vector<StateField>;
+
+// The env's info field names: Env::kInfoNames when declared, else none.
+template <class Env, class = void>
+struct EnvInfoNames {
+  static constexpr std::array<const char*, 0> value{};
+};
+template <class Env>
+struct EnvInfoNames<Env, std::void_t<decltype(Env::kInfoNames)>> {
+  static constexpr auto value = Env::kInfoNames;
+};
 
 inline int64_t ElementCount(const StateField& f) {
   int64_t n = 1;

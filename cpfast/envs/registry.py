@@ -26,6 +26,9 @@ REGISTRY: dict[str, EnvEntry] = {
     "resource_collection": EnvEntry(
         _envs.ResourceCollection, ("train", "n5", "n6", "dynamic"), tables.rc_zero_shot_table, render.render_resource_collection
     ),
+    # StarCraft: "train" samples a composition per reset; "<k>" fixes composition index k.
+    "sc2_3-8sz": EnvEntry(_envs.StarCraft3to8sz, ("train", *map(str, range(39))), None, render.render_starcraft),
+    "sc2_3-8MMM": EnvEntry(_envs.StarCraft3to8MMM, ("train", *map(str, range(66))), None, render.render_starcraft),
 }
 
 
@@ -47,8 +50,12 @@ def make_env(
     if name not in REGISTRY:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     entry = REGISTRY[name]
+    if isinstance(composition, (int, np.integer)) and not isinstance(composition, bool):
+        composition = str(int(composition))  # a composition index
     if composition not in entry.compositions:
-        raise ValueError(f"unknown composition {composition!r} for {name}; expected one of {', '.join(entry.compositions)}")
+        expected = ", ".join(entry.compositions) if len(entry.compositions) <= 8 else \
+            f"{entry.compositions[0]} or an index in [0, {len(entry.compositions) - 1})"
+        raise ValueError(f"unknown composition {composition!r} for {name}; expected one of {expected}")
     dims = entry.runner_cls.dims
     spec = EnvSpec(name=name, composition=composition, **dims)
     table = entry.zero_shot_table() if entry.zero_shot_table is not None else None

@@ -68,6 +68,9 @@ class VecEnv:
             "episode_length": buffers["episode_length"],
             "agent_rewards": buffers["agent_rewards"],
         }
+        buffers["info"].setflags(write=False)
+        for k, key in enumerate(runner_cls.info_names):  # env-specific per-step fields (battle_won, ...)
+            self._info[key] = buffers["info"][:, k]
         self._state_fields = {
             name: (np.dtype(dtype), tuple(shape), lo, hi) for name, dtype, shape, lo, hi in runner_cls.state_fields()
         }

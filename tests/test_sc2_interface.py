@@ -243,3 +243,41 @@ def test_render_rgb(name):
     pixels = image.reshape(-1, 3).astype(int)
     assert (pixels[:, 2] > pixels[:, 0] + 100).sum() > 50  # allies in blue
     assert (pixels[:, 0] > pixels[:, 2] + 100).sum() > 50  # enemies in red
+
+
+def test_train_cli_runs_starcraft_end_to_end(tmp_path, capsys):
+    """python -m cpfast.train --env sc2_3-8sz: the starcraft preset, a tiny budget, win rate reported."""
+    from cpfast.config import preset
+    from cpfast.rollout import epsilon
+    from cpfast.train import main as train_main
+
+    cfg = preset("starcraft")
+    assert (cfg.env, cfg.total_steps, cfg.vi_lambda, cfg.entropy_lambda) == ("sc2_3-8sz", 12_000_000, 5e-5, 5e-6)
+    assert cfg.truncation_is_terminal and cfg.segment_tail == "pad"
+    assert epsilon(0, 10, cfg, 0) == 1.0 and epsilon(5, 10, cfg, 250_000) == pytest.approx(0.525)
+    assert epsilon(9, 10, cfg, 10**7) == cfg.eps_end
+    run_dir = tmp_path / "run"
+    summary = train_main(["--env", "sc2_3-8MMM", "--steps", str(150 * 8), "--eval-episodes", "4",
+                          "--run-dir", str(run_dir), "--no-progress", "--threads", "1", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert "win rate" in out and 0.0 <= summary["evaluation"]["win_rate"] <= 1.0
+    import json
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["vi_lambda"] == 5e-5 and config["env"] == "sc2_3-8MMM" and config["eps_schedule"] == "linear"
+    assert summary["env_steps"] == 150 * 8
+
+
+def test_trainer_learns_from_starcraft_episodes_that_end_early(tmp_path):
+    """Tiny networks, two iterations: episodes end at different steps in different envs, segments
+    are cut per env, updates run, and finished episodes reach the training return."""
+    from cpfast.config import preset
+    from cpfast.train import Trainer
+
+    cfg = preset("starcraft").replace(n_envs=4, total_steps=2 * 150 * 4, hidden_dim=16, mixer_hidden_dim=16,
+                                      mixer_embed_dim=8, batch_size=8, buffer_size=400, update_every=40,
+                                      eval_episodes=2, num_threads=1, log_every=1, checkpoint_every=1)
+    trainer = Trainer(cfg, tmp_path / "run")
+    summary = trainer.run(progress=False)
+    assert summary["env_steps"] == 2 * 150 * 4 and summary["updates"] > 0
+    assert len(trainer.recent_returns) > 4  # random early play loses well before 150 steps
+    assert np.isfinite(summary["train_return"])

@@ -189,18 +189,24 @@ void StarCraftMicro<S>::Spawn() {
       const UnitStats& st = kStats[type];
       const double point[2] = {centre[0] + (-1 + 2 * rng.uniform()), centre[1] + (-1 + 2 * rng.uniform())};
       const double spacing = 2 * st.radius + 0.1;
-      for (int p = 0; p < counts[t]; ++p) {
+      for (int p = 0; p < counts[t] && n < kMaxPerSide; ++p) {
         double off[2];
         HexPoint(p, spacing, off);
         entries[n++] = {side == 0 ? st.refil_ally_id : st.stock_id, Clamp(point[0] + off[0], st.radius, kMapSize - st.radius),
                         Clamp(point[1] + off[1], st.radius, kMapSize - st.radius), type};
       }
     }
-    std::sort(entries, entries + n, [](const Entry& a, const Entry& b) {
-      if (a.key != b.key) return a.key < b.key;
-      if (a.x != b.x) return a.x < b.x;
-      return a.y < b.y;
-    });
+    // Insertion sort by (type id, x, y).
+    for (int i = 1; i < n; ++i) {
+      const Entry e = entries[i];
+      int j = i;
+      for (; j > 0; --j) {
+        const Entry& p = entries[j - 1];
+        if (p.key < e.key || (p.key == e.key && (p.x < e.x || (p.x == e.x && p.y <= e.y)))) break;
+        entries[j] = p;
+      }
+      entries[j] = e;
+    }
     const int base = side * kMaxPerSide;
     for (int i = 0; i < kMaxPerSide; ++i) {
       const int u = base + i;
@@ -310,6 +316,30 @@ void StarCraftMicro<S>::EnemyAcquire(int u) {
     return;
   }
   const double scan_edge = std::max(st.range, kEnemyScanMin);
+  const int cur = order_target_[u];
+  bool keep = cur >= 0 && Alive(cur) && CanHit(u, cur);
+  if (keep) {
+    const double leash = scan_edge + kEnemyLeash + st.radius + kStats[type_[cur]].radius;
+    keep = Dist2(pos_[u], pos_[cur]) <= leash * leash;
+  }
+  if (keep) {
+    // Keep the target unless it is not attacking u and an ally that is attacking u is in scan
+    // (the nearest such ally, as the full scan below would pick).
+    if (order_[cur] == kAttackUnit && order_target_[cur] == u) return;
+    int best = -1;
+    double best_d2 = 0;
+    for (int a = 0; a < kMaxPerSide; ++a) {
+      if (order_[a] != kAttackUnit || order_target_[a] != u || !Alive(a) || !CanHit(u, a)) continue;
+      const double reach = scan_edge + st.radius + kStats[type_[a]].radius;
+      const double d2 = Dist2(pos_[u], pos_[a]);
+      if (d2 <= reach * reach && (best < 0 || d2 < best_d2)) {
+        best = a;
+        best_d2 = d2;
+      }
+    }
+    if (best >= 0) order_target_[u] = static_cast<int8_t>(best);
+    return;
+  }
   int best = -1, best_class = 3;
   double best_d2 = 0;
   for (int a = 0; a < kMaxPerSide; ++a) {
@@ -325,18 +355,7 @@ void StarCraftMicro<S>::EnemyAcquire(int u) {
       best_d2 = d2;
     }
   }
-  const int cur = order_target_[u];
-  bool keep = cur >= 0 && Alive(cur) && CanHit(u, cur);
-  if (keep) {
-    const double leash = scan_edge + kEnemyLeash + st.radius + kStats[type_[cur]].radius;
-    keep = Dist2(pos_[u], pos_[cur]) <= leash * leash;
-  }
-  if (keep) {
-    const bool cur_attacking = order_[cur] == kAttackUnit && order_target_[cur] == u;
-    if (!cur_attacking && best >= 0 && best_class == 0) order_target_[u] = static_cast<int8_t>(best);
-  } else {
-    order_target_[u] = static_cast<int8_t>(best);
-  }
+  order_target_[u] = static_cast<int8_t>(best);
 }
 
 template <Scenario S>
@@ -424,26 +443,42 @@ void StarCraftMicro<S>::Tick() {
     pos_[u][0] = Clamp(pos_[u][0] + v[u][0], r, kMapSize - r);
     pos_[u][1] = Clamp(pos_[u][1] + v[u][1], r, kMapSize - r);
   }
-  // 4. Separation of overlapping pairs on the same plane, in index order.
+  // 4. Separation of overlapping pairs on the same plane, in index order (on compact copies:
+  // overlaps are rare, so the pair test is the hot loop).
+  double px[kUnits], py[kUnits], rad[kUnits], plane[kUnits];
+  for (int k = 0; k < n_alive; ++k) {
+    const int u = alive_units[k];
+    px[k] = pos_[u][0];
+    py[k] = pos_[u][1];
+    rad[k] = kStats[type_[u]].radius;
+    plane[k] = kStats[type_[u]].air ? 1e6 : 0.0;  // a plane offset: air and ground never overlap
+  }
   for (int i = 0; i < n_alive; ++i) {
-    const int a = alive_units[i];
-    const UnitStats& sa = kStats[type_[a]];
+    // Branch-free test of all later partners first (vectorisable); most units overlap nobody.
+    int any = 0;
     for (int j = i + 1; j < n_alive; ++j) {
-      const int b = alive_units[j];
-      const UnitStats& sb = kStats[type_[b]];
-      if (sa.air != sb.air) continue;
-      const double min_d = sa.radius + sb.radius;
-      const double dx = pos_[b][0] - pos_[a][0], dy = pos_[b][1] - pos_[a][1];
-      const double d2 = dx * dx + dy * dy;
+      const double min_d = rad[i] + rad[j];
+      const double dx = px[j] - px[i], dy = py[j] - py[i], dz = plane[j] - plane[i];
+      any |= dx * dx + dy * dy + dz * dz < min_d * min_d;
+    }
+    if (!any) continue;
+    for (int j = i + 1; j < n_alive; ++j) {
+      const double min_d = rad[i] + rad[j];
+      const double dx = px[j] - px[i], dy = py[j] - py[i], dz = plane[j] - plane[i];
+      const double d2 = dx * dx + dy * dy + dz * dz;
       if (d2 >= min_d * min_d) continue;
       const double d = std::sqrt(d2);
       const double ux = d > 0 ? dx / d : 1.0, uy = d > 0 ? dy / d : 0.0;
       const double push = 0.5 * kFirmness * (min_d - d);
-      pos_[a][0] = Clamp(pos_[a][0] - ux * push, sa.radius, kMapSize - sa.radius);
-      pos_[a][1] = Clamp(pos_[a][1] - uy * push, sa.radius, kMapSize - sa.radius);
-      pos_[b][0] = Clamp(pos_[b][0] + ux * push, sb.radius, kMapSize - sb.radius);
-      pos_[b][1] = Clamp(pos_[b][1] + uy * push, sb.radius, kMapSize - sb.radius);
+      px[i] = Clamp(px[i] - ux * push, rad[i], kMapSize - rad[i]);
+      py[i] = Clamp(py[i] - uy * push, rad[i], kMapSize - rad[i]);
+      px[j] = Clamp(px[j] + ux * push, rad[j], kMapSize - rad[j]);
+      py[j] = Clamp(py[j] + uy * push, rad[j], kMapSize - rad[j]);
     }
+  }
+  for (int k = 0; k < n_alive; ++k) {
+    pos_[alive_units[k]][0] = px[k];
+    pos_[alive_units[k]][1] = py[k];
   }
   // 5. Combat in a fresh random order (world stream).
   for (int k = n_alive - 1; k > 0; --k) std::swap(alive_units[k], alive_units[world_rng_.randint(k + 1)]);

@@ -213,9 +213,9 @@ def test_bad_input_raises_clear_errors():
         env.set_state(0, {"pos": np.full((16, 2), 40.0)})
 
 
-def play(policy_cls, name, episodes_envs=48, steps=220):
+def play(make_policy, name, episodes_envs=48, steps=220):
     env = cpfast.make_env(name, num_envs=episodes_envs, seed=0, eval_seed=11, num_threads=2)
-    policy = policy_cls(env.spec) if policy_cls is ScriptedFocusFirePolicy else policy_cls(env.spec, 0)
+    policy = make_policy(env.spec)
     obs = env.reset()
     won = ended = 0
     for _ in range(steps):
@@ -226,10 +226,11 @@ def play(policy_cls, name, episodes_envs=48, steps=220):
     return won / ended, ended
 
 
+@pytest.mark.parametrize("target", ["nearest", "lowest_health"])
 @pytest.mark.parametrize("name", [SZ, MMM])
-def test_scripted_focus_fire_beats_random_play(name):
-    scripted, n_scripted = play(ScriptedFocusFirePolicy, name)
-    random, n_random = play(RandomPolicy, name)
+def test_scripted_focus_fire_beats_random_play(name, target):
+    scripted, n_scripted = play(lambda spec: ScriptedFocusFirePolicy(spec, target), name)
+    random, n_random = play(lambda spec: RandomPolicy(spec, 0), name)
     assert n_scripted > 40 and n_random > 40
     assert random < 0.05  # random play rarely wins
     assert scripted > random + 0.1

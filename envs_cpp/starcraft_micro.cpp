@@ -446,20 +446,26 @@ void StarCraftMicro<S>::Tick() {
   // 4. Separation of overlapping pairs on the same plane, in index order (on compact copies:
   // overlaps are rare, so the pair test is the hot loop).
   double px[kUnits], py[kUnits], rad[kUnits], plane[kUnits];
+  float fx[kUnits], fy[kUnits], freach[kUnits];  // float copies for a conservative pre-test
   for (int k = 0; k < n_alive; ++k) {
     const int u = alive_units[k];
     px[k] = pos_[u][0];
     py[k] = pos_[u][1];
     rad[k] = kStats[type_[u]].radius;
     plane[k] = kStats[type_[u]].air ? 1e6 : 0.0;  // a plane offset: air and ground never overlap
+    fx[k] = static_cast<float>(px[k]);
+    fy[k] = static_cast<float>(py[k] + plane[k]);
+    freach[k] = static_cast<float>(rad[k]) + 0.01f;  // margin: float rounding never hides an overlap
   }
   for (int i = 0; i < n_alive; ++i) {
-    // Branch-free test of all later partners first (vectorisable); most units overlap nobody.
+    // Cheap pre-test of all later partners on float copies kept current through every push (a
+    // superset of the true overlaps thanks to the margin); most units overlap nobody. The exact
+    // double test follows.
     int any = 0;
+    const float xi = fx[i], yi = fy[i], ri = freach[i];
     for (int j = i + 1; j < n_alive; ++j) {
-      const double min_d = rad[i] + rad[j];
-      const double dx = px[j] - px[i], dy = py[j] - py[i], dz = plane[j] - plane[i];
-      any |= dx * dx + dy * dy + dz * dz < min_d * min_d;
+      const float dx = fx[j] - xi, dy = fy[j] - yi, reach = ri + freach[j];
+      any |= dx * dx + dy * dy < reach * reach;
     }
     if (!any) continue;
     for (int j = i + 1; j < n_alive; ++j) {
@@ -474,6 +480,10 @@ void StarCraftMicro<S>::Tick() {
       py[i] = Clamp(py[i] - uy * push, rad[i], kMapSize - rad[i]);
       px[j] = Clamp(px[j] + ux * push, rad[j], kMapSize - rad[j]);
       py[j] = Clamp(py[j] + uy * push, rad[j], kMapSize - rad[j]);
+      fx[i] = static_cast<float>(px[i]);
+      fy[i] = static_cast<float>(py[i] + plane[i]);
+      fx[j] = static_cast<float>(px[j]);
+      fy[j] = static_cast<float>(py[j] + plane[j]);
     }
   }
   for (int k = 0; k < n_alive; ++k) {

@@ -266,6 +266,20 @@ def test_train_cli_runs_starcraft_end_to_end(tmp_path, capsys):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["vi_lambda"] == 5e-5 and config["env"] == "sc2_3-8MMM" and config["eps_schedule"] == "linear"
     assert summary["env_steps"] == 150 * 8
+    from cpfast import evaluate
+    rows = evaluate.main([str(run_dir), "--episodes", "4", "--betas", "0", "--threads", "1", "--device", "cpu",
+                          "--out", str(tmp_path / "eval")])
+    assert [r["composition"] for r in rows] == ["train"] and 0.0 <= rows[0]["win_rate"] <= 1.0
+
+
+# Unused agent slots of a small team are never terminated (as in test_pettingzoo.py).
+@pytest.mark.filterwarnings("ignore:No agents present but not all possible_agents")
+def test_pettingzoo_parallel_api():
+    from pettingzoo.test import parallel_api_test
+
+    from cpfast.envs import CpfastParallelEnv
+
+    parallel_api_test(CpfastParallelEnv("sc2_3-8MMM"), num_cycles=200)
 
 
 def test_trainer_learns_from_starcraft_episodes_that_end_early(tmp_path):

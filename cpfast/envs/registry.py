@@ -20,6 +20,7 @@ class EnvEntry:
     compositions: tuple[str, ...]
     zero_shot_table: Callable[[], np.ndarray] | None
     renderer: Callable[[dict[str, np.ndarray]], np.ndarray] | None
+    eval_compositions: tuple[str, ...] = ()  # what `cpfast.evaluate` sweeps by default (empty: all)
 
 
 REGISTRY: dict[str, EnvEntry] = {
@@ -27,8 +28,9 @@ REGISTRY: dict[str, EnvEntry] = {
         _envs.ResourceCollection, ("train", "n5", "n6", "dynamic"), tables.rc_zero_shot_table, render.render_resource_collection
     ),
     # StarCraft: "train" samples a composition per reset; "<k>" fixes composition index k.
-    "sc2_3-8sz": EnvEntry(_envs.StarCraft3to8sz, ("train", *map(str, range(39))), None, render.render_starcraft),
-    "sc2_3-8MMM": EnvEntry(_envs.StarCraft3to8MMM, ("train", *map(str, range(66))), None, render.render_starcraft),
+    "sc2_3-8sz": EnvEntry(_envs.StarCraft3to8sz, ("train", *map(str, range(39))), None, render.render_starcraft, ("train",)),
+    "sc2_3-8MMM": EnvEntry(_envs.StarCraft3to8MMM, ("train", *map(str, range(66))), None, render.render_starcraft,
+                           ("train",)),
 }
 
 

@@ -41,14 +41,22 @@ def make_env(
     composition: str = "train",
     num_threads: int | None = None,
     eval_seed: int | None = None,
+    backend: str = "sim",
 ) -> VecEnv:
     """Builds ``num_envs`` environments of ``name`` stepped by one C++ runner.
 
     ``seed`` seeds training streams (env i: world ``derive(seed, i, 0)``, composition
     ``derive(seed, i, 1)``); with ``eval_seed`` every episode is an evaluation episode
     ``k = i + j * num_envs`` seeded from ``eval_seed`` (interface.md §5). ``num_threads``
-    defaults to the machine's cores; results never depend on it.
+    defaults to the machine's cores; results never depend on it. ``backend="sc2"`` plays the
+    StarCraft scenarios on an installed StarCraft II instead (``cpfast.envs.sc2``).
     """
+    if backend == "sc2":
+        from .sc2 import make_sc2_env
+
+        return make_sc2_env(name, num_envs=num_envs, seed=seed, composition=composition, eval_seed=eval_seed)
+    if backend != "sim":
+        raise ValueError(f"unknown backend {backend!r}; expected 'sim' or 'sc2'")
     if name not in REGISTRY:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     entry = REGISTRY[name]

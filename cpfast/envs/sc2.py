@@ -98,7 +98,7 @@ class _Game:
     """One StarCraft II process playing one env through the raw interface."""
 
     def __init__(self, seed: int):
-        from pysc2 import maps, run_configs  # noqa: F401  (imported for their side effects too)
+        from pysc2 import run_configs
         from s2clientprotocol import common_pb2 as common
         from s2clientprotocol import sc2api_pb2 as sc_pb
 

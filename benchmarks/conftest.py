@@ -17,10 +17,11 @@ def record_throughput():
 
 
 def pytest_terminal_summary(terminalreporter):
-    from bench_envs import summarize_env_throughput  # suites own their tables
+    from bench_envs import summarize_env_throughput, summarize_sc2_throughput  # suites own their tables
     from bench_kernels import summarize_kernels
     from bench_train import summarize_training
 
-    for line in (summarize_env_throughput(_THROUGHPUT.get("env_steps", {})) + summarize_training(_THROUGHPUT)
+    for line in (summarize_env_throughput(_THROUGHPUT.get("env_steps", {}))
+                 + summarize_sc2_throughput(_THROUGHPUT.get("sc2_env_steps", {})) + summarize_training(_THROUGHPUT)
                  + summarize_kernels(_THROUGHPUT.get("kernels", {}))):
         terminalreporter.write_line(line)

@@ -39,6 +39,8 @@ class Config:
     imaginary_lambda: float = 0.5  # AI-QMIX
     eps_start: float = 1.0
     eps_end: float = 0.05
+    eps_schedule: str = "exp"  # exp: over all episode-iterations; linear: over eps_anneal_steps transitions
+    eps_anneal_steps: int = 500_000
     segment_tail: str = "drop"
     truncation_is_terminal: bool = False
     # Evaluation.
@@ -69,12 +71,14 @@ class Config:
     def validate(self) -> "Config":
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.eps_schedule not in ("exp", "linear"):
+            raise ValueError(f"eps_schedule must be 'exp' or 'linear', got {self.eps_schedule!r}")
         if self.segment_tail not in ("drop", "pad"):
             raise ValueError(f"segment_tail must be 'drop' or 'pad', got {self.segment_tail!r}")
         if self.kernels not in ("fused", "torch"):
             raise ValueError(f"kernels must be 'fused' or 'torch', got {self.kernels!r}")
         for name in ("total_steps", "n_envs", "period", "hidden_dim", "n_heads", "buffer_size", "update_every",
-                     "update_target_every", "eval_episodes"):
+                     "update_target_every", "eval_episodes", "eps_anneal_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         return self
@@ -98,7 +102,20 @@ PRESETS: dict[str, Config] = {
     "quick": PAPER.replace(total_steps=400_000, hidden_dim=64, mixer_hidden_dim=64, mixer_embed_dim=8, lr=5e-4,
                            batch_size=64, update_every=25, buffer_size=20_000, checkpoint_every=50,
                            eval_episodes=150),  # 3 rounds of 50 envs: team sizes 2, 3, 4 alike
+    # StarCraft micro-sim (method.md §17): 12M steps, lambda_1 = 5e-5 (lambda_2 = 5e-6), REFIL's linear
+    # epsilon over 500k transitions, pad tails, time-outs terminal; win rate over 160 greedy episodes.
+    # Use --env sc2_3-8MMM for the other scenario.
+    "starcraft": PAPER.replace(env="sc2_3-8sz", total_steps=12_000_000, vi_lambda=5e-5, eps_schedule="linear",
+                               eps_anneal_steps=500_000, segment_tail="pad", truncation_is_terminal=True,
+                               eval_episodes=160),
 }
+
+# The preset ``python -m cpfast.train --env NAME`` starts from when no --preset is given.
+ENV_PRESETS = {"sc2_3-8sz": "starcraft", "sc2_3-8MMM": "starcraft"}
+
+
+def default_preset(env: str | None) -> str:
+    return ENV_PRESETS.get(env, "paper")
 
 
 def preset(name: str) -> Config:
@@ -115,4 +132,5 @@ def from_dict(values: dict) -> Config:
     return Config().replace(**values)
 
 
-__all__ = ["COACH_METHODS", "Config", "METHODS", "PRESETS", "from_dict", "preset", "to_dict"]
+__all__ = ["COACH_METHODS", "Config", "ENV_PRESETS", "METHODS", "PRESETS", "default_preset", "from_dict", "preset",
+           "to_dict"]

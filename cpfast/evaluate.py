@@ -22,7 +22,7 @@ import torch
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .config import Config, from_dict
-from .envs import make_env
+from .envs import REGISTRY, make_env
 from .learner import Networks
 from .rollout import evaluate
 from .train import resolve_device
@@ -61,7 +61,9 @@ def load_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
 def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: int = 500, which: str = "latest",
                   device: str = "auto", threads: int | None = None) -> list[dict]:
     """One row per run x composition x beta (a single row per composition for coachless methods,
-    with ``beta`` and ``comm_frequency`` None). ``return_se`` is over that run's episodes."""
+    with ``beta`` and ``comm_frequency`` None). ``return_se`` is over that run's episodes.
+    ``compositions=None`` takes each run's environment's evaluation set (Resource Collection:
+    train, n5, n6, dynamic; StarCraft: train). Rows of StarCraft runs also carry ``win_rate``."""
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -70,7 +72,8 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
         cfg, nets, payload = load_run(run_dir, which, device)
         if threads:
             cfg = cfg.replace(num_threads=threads)
-        for composition in compositions:
+        entry = REGISTRY[cfg.env]
+        for composition in compositions or entry.eval_compositions or entry.compositions:
             for beta in (betas if cfg.uses_coach else (None,)):
                 result = evaluate(nets, cfg, composition, 0.0 if beta is None else float(beta), episodes, device)
                 rows.append({
@@ -79,7 +82,7 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
                     "beta": None if beta is None else float(beta), "episodes": episodes,
                     "return": result["return"], "return_se": result["return_se"],
                     "comm_frequency": result["comm_frequency"] if cfg.uses_coach else None,
-                })
+                } | ({"win_rate": result["win_rate"]} if "win_rate" in result else {}))
     return rows
 
 
@@ -139,7 +142,8 @@ def markdown_table(summary: list[dict]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cpfast.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--compositions", nargs="+", default=list(COMPOSITIONS))
+    p.add_argument("--compositions", nargs="+",
+                   help="default: the run's environment's set (train n5 n6 dynamic; StarCraft: train)")
     p.add_argument("--betas", nargs="+", type=float, default=list(BETAS),
                    help="communication thresholds for coach methods (-1: send every time)")
     p.add_argument("--episodes", type=int, default=500, help="evaluation episodes per run and setting")

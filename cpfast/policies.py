@@ -159,3 +159,66 @@ class PositionSettingExpert:
             if norm > 0:  # the reference divided by zero here
                 pos[i] += delta / norm * np.minimum(attr[i, 3] / 20, np.abs(delta))
         return pos
+
+
+class ScriptedFocusFirePolicy:
+    """StarCraft micro heuristic through actions, reading the entity rows (full view): every unit
+    that can attack picks, among the enemies it may attack, the one with the lowest health (+
+    shield) fraction (``target="lowest_health"``, spec §11.7) or the nearest one
+    (``target="nearest"``), so the team focuses its fire; a unit with no enemy in attack range
+    steps toward the nearest living enemy; a Medivac heals the available ally with the lowest
+    health fraction, else follows the nearest living ally. The entity row layout is
+    starcraft_micro.md §9: tag one-hot 16 | avail n_actions-2 | type | health(, shield) |
+    energy, cooldown | position 4.
+    """
+
+    _MOVES = np.array([[0, 1], [0, -1], [1, 0], [-1, 0]], dtype=np.float64)  # actions 2..5
+
+    def __init__(self, spec: EnvSpec, target: str = "lowest_health"):
+        if not spec.name.startswith("sc2_"):
+            raise ValueError(f"ScriptedFocusFirePolicy plays the StarCraft scenarios, not {spec.name}")
+        if target not in ("lowest_health", "nearest"):
+            raise ValueError(f"target must be 'lowest_health' or 'nearest', got {target!r}")
+        self.spec, self.target = spec, target
+        self.col_health = 16 + spec.n_actions - 2 + spec.attr_dim
+        self.health_cols = spec.feat_dim - 4 - 2 - self.col_health  # 2 with shields, else 1
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        n_a, n_actions = self.spec.max_agents, self.spec.n_actions
+        ents = obs["entities"].astype(np.float64)
+        avail = obs["avail_actions"] != 0  # [B, A, n_actions]
+        b = np.arange(ents.shape[0])[:, None]
+        tags = ents[..., :16].argmax(axis=-1)  # [B, E]
+        pos = ents[..., -4:-2] * 32.0  # map coordinates minus the centre
+        health = ents[..., self.col_health:self.col_health + self.health_cols].mean(axis=-1)
+        alive = (obs["entity_present"] != 0) & (health > 0)
+
+        # Health and position of the unit behind each tag.
+        rows = np.broadcast_to(b, tags.shape)[alive], tags[alive]
+        tag_health = np.full((ents.shape[0], 16), np.inf)
+        tag_health[rows] = health[alive]
+        tag_pos = np.zeros((ents.shape[0], 16, 2))
+        tag_pos[rows] = pos[alive]
+        agent_pos = pos[:, :n_a]
+        # Action 6 + k addresses tag k (k < 8: attack an enemy; k >= 8: heal an ally).
+        if self.target == "nearest":
+            key = np.linalg.norm(agent_pos[:, :, None] - tag_pos[:, None, :n_actions - 6], axis=-1)
+            key = np.where(np.arange(n_actions - 6) < 8, key, tag_health[:, None, :n_actions - 6])
+        else:
+            key = np.broadcast_to(tag_health[:, None, :n_actions - 6], avail[..., 6:].shape)
+        score = np.where(avail[..., 6:], key, np.inf)
+        has_target = np.isfinite(score.min(axis=-1))
+        actions = 6 + score.argmin(axis=-1)
+
+        # No target: step toward the nearest living enemy (a Medivac: the nearest living ally).
+        medivac = obs["attributes"][..., 2] > 0.5 if self.spec.attr_dim == 3 else np.zeros(avail.shape[:2], bool)
+        d_enemy = np.linalg.norm(agent_pos[:, :, None] - pos[:, None, n_a:], axis=-1)
+        d_enemy = np.where(alive[:, None, n_a:], d_enemy, np.inf)
+        d_ally = np.linalg.norm(agent_pos[:, :, None] - agent_pos[:, None], axis=-1)
+        d_ally = np.where(alive[:, None, :n_a] & ~np.eye(n_a, dtype=bool)[None], d_ally, np.inf)
+        goal = np.where(medivac[..., None], agent_pos[b, d_ally.argmin(axis=-1)], pos[:, n_a:][b, d_enemy.argmin(axis=-1)])
+        gain = ((goal - agent_pos)[:, :, None, :] * self._MOVES[None, None]).sum(-1)  # [B, A, 4]
+        gain = np.where(avail[..., 2:6], gain, -np.inf)
+        walk = np.where(gain.max(axis=-1) > 0.5, 2 + gain.argmax(axis=-1), 1)
+        actions = np.where(has_target, actions, walk)
+        return np.where(avail[..., 1], actions, 0).astype(np.int64)  # the dead take the no-op

@@ -27,8 +27,14 @@ def to_tensors(obs: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
     }
 
 
-def epsilon(iteration: int, n_iters: int, cfg: Config) -> float:
-    """Exponential decay per episode-iteration: max(eps_end, exp(-it ln(eps_start/eps_end) / n_iters))."""
+def epsilon(iteration: int, n_iters: int, cfg: Config, transitions: int = 0) -> float:
+    """``exp``: decay per episode-iteration, max(eps_end, exp(-it ln(eps_start/eps_end) / n_iters));
+    ``linear`` (StarCraft, REFIL's schedule): eps_start to eps_end over the first
+    ``eps_anneal_steps`` transitions, then eps_end."""
+    if cfg.eps_schedule == "linear":
+        if transitions >= cfg.eps_anneal_steps:
+            return cfg.eps_end
+        return cfg.eps_start + transitions / cfg.eps_anneal_steps * (cfg.eps_end - cfg.eps_start)
     return max(cfg.eps_end, cfg.eps_start * math.exp(-iteration * math.log(cfg.eps_start / cfg.eps_end) / n_iters))
 
 
@@ -95,7 +101,8 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     """Greedy players and mean strategies gated by the adaptive rule with threshold ``beta``
     (method.md §13). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
     states for every method and trained seed). Returns the mean team return, its standard
-    error and the communication frequency (sends / decision points)."""
+    error and the communication frequency (sends / decision points), plus ``win_rate`` for
+    envs that report ``info["battle_won"]`` (StarCraft)."""
     n_envs = n_envs or min(episodes, 50)
     env = make_env(cfg.env, num_envs=n_envs, seed=0, composition=composition, eval_seed=cfg.eval_seed,
                    num_threads=cfg.num_threads or None)
@@ -104,6 +111,7 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     received = torch.zeros(n_envs, env.spec.max_agents, dtype=torch.bool, device=device)
     sends = decisions = 0
     returns: dict[int, float] = {}
+    wins: dict[int, int] = {}  # envs reporting info["battle_won"] (StarCraft)
     episode_of_env = np.arange(n_envs)  # k = i + j * n_envs
     obs_np = env.reset()
     t = np.zeros(n_envs, dtype=np.int64)
@@ -128,6 +136,8 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
         for e in ended:
             if episode_of_env[e] < episodes:
                 returns[int(episode_of_env[e])] = float(info["episode_return"][e])
+                if "battle_won" in info:
+                    wins[int(episode_of_env[e])] = int(info["battle_won"][e])
             episode_of_env[e] += n_envs
         t = np.where(terminated | truncated, 0, t + 1)
         if len(ended):
@@ -140,8 +150,11 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
             actor.reset_slots(changed_slots)
             received &= ~changed_slots
     values = np.array([returns[k] for k in range(episodes)])
-    return {
+    result = {
         "return": float(values.mean()),
         "return_se": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
         "comm_frequency": sends / decisions if decisions else float("nan"),
     }
+    if wins:
+        result["win_rate"] = float(np.mean([wins[k] for k in range(episodes)]))
+    return result

@@ -3,6 +3,7 @@
     python -m cpfast.train                              # COPA, paper settings (5M steps)
     python -m cpfast.train --preset quick --seed 1      # small networks, 300k steps
     python -m cpfast.train --run-dir runs/x --resume    # continue a killed run
+    python -m cpfast.train --env sc2_3-8sz              # StarCraft micro-sim, starcraft preset (12M steps)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import METHODS, PRESETS, Config, from_dict, preset, to_dict
+from .config import METHODS, PRESETS, Config, default_preset, from_dict, preset, to_dict
 from .envs import REGISTRY, make_env
 from .learner import Learner
 from .replay import SegmentBuffer, SegmentWindows
@@ -119,7 +120,7 @@ class Trainer:
             if new_log:
                 log.writeheader()
             while self.iteration < last:
-                eps = epsilon(self.iteration, self.n_iters, self.cfg)
+                eps = epsilon(self.iteration, self.n_iters, self.cfg, self.counter)
                 metrics = self._episode_iteration(eps) or metrics
                 self.iteration += 1
                 if self.iteration % self.cfg.log_every == 0 or self.iteration == last:
@@ -140,19 +141,29 @@ class Trainer:
                 "train_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")}
 
     def _episode_iteration(self, eps: float) -> dict:
-        """One episode of every env (all in lockstep), with updates every ``update_every`` transitions."""
+        """``episode_limit`` steps of every env, with updates every ``update_every`` transitions.
+
+        Fixed-length episodes (Resource Collection) make this one episode of every env in
+        lockstep. Envs whose episodes end early (StarCraft) auto-reset on their own: each env
+        keeps its own episode step, coach phase and player memory (method.md §9)."""
         cfg, env, actor = self.cfg, self.env, self.actor
-        actor.reset()
+        if not self.windows.t.any():
+            actor.reset()
         metrics = {}
         recurrent = cfg.player_memory == "recurrent"
-        for t in range(self.spec.episode_limit):
+        for _ in range(self.spec.episode_limit):
             self.counter += cfg.n_envs
             obs_np = {k: v.copy() for k, v in self.obs.items()}
             obs = to_tensors(obs_np, self.device)
-            steps = np.full(cfg.n_envs, t)
+            steps = self.windows.t.copy()  # each env's episode step
             with torch.no_grad():
-                if cfg.uses_coach and t % cfg.period == 0:
+                deciding = steps % cfg.period == 0
+                if cfg.uses_coach and deciding.all():
                     actor.strategy = actor.coach_strategy(obs, sample=True)
+                elif cfg.uses_coach and deciding.any():
+                    fresh = actor.coach_strategy(obs, sample=True)
+                    index = torch.as_tensor(np.flatnonzero(deciding), device=self.device)
+                    actor.strategy[index] = fresh[index]
                 mask = actor.player_mask(obs, steps)
                 behaviour = (actor.state.cpu().numpy(), actor.prev_actions.cpu().numpy()) if recurrent else (None, None)
                 actions = actor.act(obs, mask, eps).cpu().numpy()
@@ -164,6 +175,8 @@ class Trainer:
                 self.buffer.push(segments)
             ended = np.flatnonzero(terminated | truncated)
             self.recent_returns.extend(info["episode_return"][ended].tolist())
+            if len(ended):
+                actor.reset(ended)
             if self.counter - self.last_update >= cfg.update_every:
                 self.last_update = self.counter
                 if len(self.buffer) >= self.batch_size:
@@ -187,7 +200,9 @@ class Trainer:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cpfast.train", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="settings to start from (default: paper)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="settings to start from (default: the env's own, paper for resource_collection, "
+                        "starcraft for sc2_3-8sz / sc2_3-8MMM)")
     p.add_argument("--env", choices=sorted(REGISTRY), help="environment (default resource_collection)")
     p.add_argument("--composition", help="training composition (default train)")
     p.add_argument("--method", choices=METHODS, help="default copa")
@@ -220,7 +235,7 @@ def main(argv=None) -> dict:
         trainer = Trainer(cfg, args.run_dir)
         trainer.restore(payload)
     else:
-        cfg = preset(args.preset)
+        cfg = preset(args.preset or default_preset(args.env))
         env_name = overrides.get("env", cfg.env)
         if env_name in REGISTRY:  # the environment's own preset changes, then the command line's
             cfg = cfg.replace(**REGISTRY[env_name].train_defaults)
@@ -231,9 +246,10 @@ def main(argv=None) -> dict:
     result = evaluate(trainer.learner.online, cfg, cfg.composition, cfg.beta, cfg.eval_episodes, trainer.device)
     summary["evaluation"] = result
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    win_rate = f", win rate {result['win_rate']:.1%}" if "win_rate" in result else ""
     print(f"{cfg.method} seed {cfg.seed}: {summary['env_steps']:,} env steps, {summary['updates']:,} updates; "
           f"evaluation on {cfg.composition} ({cfg.eval_episodes} episodes, beta {cfg.beta}): "
-          f"{result['return']:.2f} ± {result['return_se']:.2f}, communication {result['comm_frequency']:.1%}")
+          f"{result['return']:.2f} ± {result['return_se']:.2f}{win_rate}, communication {result['comm_frequency']:.1%}")
     return summary
 
 

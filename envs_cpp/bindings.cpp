@@ -9,6 +9,7 @@
 #include "batched_runner.h"
 #include "rescue_game.h"
 #include "resource_collection.h"
+#include "starcraft_micro.h"
 
 namespace py = pybind11;
 using namespace cpfast;
@@ -210,4 +211,6 @@ PYBIND11_MODULE(_envs, m) {
         "first n uniform() draws of the stream seeded with `seed`", py::arg("seed"), py::arg("n"));
   BindRunner<ResourceCollection>(m, "ResourceCollection");
   BindRunner<RescueGame>(m, "RescueGame");
+  BindRunner<StarCraftSz>(m, "StarCraft3to8sz");
+  BindRunner<StarCraftMMM>(m, "StarCraft3to8MMM");
 }

@@ -23,6 +23,7 @@ class EnvEntry:
     # Training-config fields this environment's preset changes (method.md §17), applied by
     # ``python -m cpfast.train --env NAME`` before the command line's own overrides.
     train_defaults: dict[str, Any] = field(default_factory=dict)
+    eval_compositions: tuple[str, ...] = ()  # what `cpfast.evaluate` sweeps by default (empty: all)
 
 
 REGISTRY: dict[str, EnvEntry] = {
@@ -33,6 +34,11 @@ REGISTRY: dict[str, EnvEntry] = {
         _envs.RescueGame, ("train", "n5", "n6", "dynamic"), tables.rescue_zero_shot_table, render.render_rescue,
         train_defaults={"segment_tail": "pad", "truncation_is_terminal": False},
     ),
+    # StarCraft: "train" samples a composition per reset; "<k>" fixes composition index k.
+    "sc2_3-8sz": EnvEntry(_envs.StarCraft3to8sz, ("train", *map(str, range(39))), None, render.render_starcraft,
+                          eval_compositions=("train",)),
+    "sc2_3-8MMM": EnvEntry(_envs.StarCraft3to8MMM, ("train", *map(str, range(66))), None, render.render_starcraft,
+                           eval_compositions=("train",)),
 }
 
 
@@ -43,19 +49,31 @@ def make_env(
     composition: str = "train",
     num_threads: int | None = None,
     eval_seed: int | None = None,
+    backend: str = "sim",
 ) -> VecEnv:
     """Builds ``num_envs`` environments of ``name`` stepped by one C++ runner.
 
     ``seed`` seeds training streams (env i: world ``derive(seed, i, 0)``, composition
     ``derive(seed, i, 1)``); with ``eval_seed`` every episode is an evaluation episode
     ``k = i + j * num_envs`` seeded from ``eval_seed`` (interface.md §5). ``num_threads``
-    defaults to the machine's cores; results never depend on it.
+    defaults to the machine's cores; results never depend on it. ``backend="sc2"`` plays the
+    StarCraft scenarios on an installed StarCraft II instead (``cpfast.envs.sc2``).
     """
+    if backend == "sc2":
+        from .sc2 import make_sc2_env
+
+        return make_sc2_env(name, num_envs=num_envs, seed=seed, composition=composition, eval_seed=eval_seed)
+    if backend != "sim":
+        raise ValueError(f"unknown backend {backend!r}; expected 'sim' or 'sc2'")
     if name not in REGISTRY:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     entry = REGISTRY[name]
+    if isinstance(composition, (int, np.integer)) and not isinstance(composition, bool):
+        composition = str(int(composition))  # a composition index
     if composition not in entry.compositions:
-        raise ValueError(f"unknown composition {composition!r} for {name}; expected one of {', '.join(entry.compositions)}")
+        expected = ", ".join(entry.compositions) if len(entry.compositions) <= 8 else \
+            f"{entry.compositions[0]} or an index in [0, {len(entry.compositions) - 1})"
+        raise ValueError(f"unknown composition {composition!r} for {name}; expected one of {expected}")
     dims = entry.runner_cls.dims
     spec = EnvSpec(name=name, composition=composition, **dims)
     table = entry.zero_shot_table() if entry.zero_shot_table is not None else None

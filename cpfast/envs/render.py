@@ -93,6 +93,43 @@ def render_rescue(state: dict[str, np.ndarray], cell: int = 40) -> np.ndarray:
     return image.clip(0, 255).astype(np.uint8)
 
 
+# StarCraft unit types (envs_cpp/starcraft_micro.h): Marine, Marauder, Medivac, Stalker, Zealot.
+_SC2_RADIUS = (0.375, 0.5625, 0.75, 0.625, 0.5)
+_SC2_HP = (45.0, 125.0, 150.0, 80.0, 100.0)
+_SC2_SHIELD = (0.0, 0.0, 0.0, 80.0, 50.0)
+_SC2_SHADE = (1.0, 0.7, 0.45, 1.0, 0.7)  # lighter / darker per type within a side
+_SC2_SIDE_COLOURS = (np.array([40.0, 90.0, 220.0]), np.array([215.0, 45.0, 40.0]))  # allies, enemies
+
+
+def render_starcraft(state: dict[str, np.ndarray], size: int = 384) -> np.ndarray:
+    """The 32 x 32 map: allies blue, enemies red (shade by unit type, Medivacs as rings), the
+    dark core of a unit grows with lost health, shields as a cyan rim, dead units as grey dots,
+    and a thin line from each unit with a target order to its target."""
+    canvas = _Canvas(size, 16.0, background=(236, 232, 220))
+    pos = state["pos"] - 16.0
+    types, alive = state["unit_type"], state["alive"]
+    for u in np.flatnonzero((types >= 0) & (alive == 0)):
+        canvas.disc(pos[u], 0.2, (150, 150, 150))
+    for u in np.flatnonzero((types >= 0) & (alive != 0)):
+        t = int(types[u])
+        colour = _SC2_SIDE_COLOURS[u // 8] * _SC2_SHADE[t] + 255 * (1 - _SC2_SHADE[t]) * 0.3
+        r = _SC2_RADIUS[t]
+        if _SC2_SHIELD[t] > 0 and state["shield"][u] > 0:
+            canvas.disc(pos[u], r + 0.12, (60, 220, 230))
+        if t == 2:
+            canvas.disc(pos[u], r, colour, ring=0.25)
+        else:
+            canvas.disc(pos[u], r, colour)
+        lost = 1.0 - float(np.clip(state["health"][u] / _SC2_HP[t], 0.0, 1.0))
+        if lost > 0:
+            canvas.disc(pos[u], r * lost, (30, 30, 30))
+        target = int(state["order_target"][u])
+        if target >= 0 and state["order"][u] in (2, 3, 4) and alive[target]:
+            for f in np.linspace(0.0, 1.0, 24):
+                canvas.disc(pos[u] + f * (pos[target] - pos[u]), 0.06, colour)
+    return canvas.rgb()
+
+
 def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -> Path:
     """Writes RGB frames to an animated GIF."""
     from PIL import Image  # matplotlib's own imaging dependency

@@ -1,0 +1,697 @@
+#include "starcraft_micro.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+namespace cpfast {
+namespace sc2 {
+
+//                          hp  shield armour armored air  radius  speed/loop    dmg bonus hits range period         ground air  healer norm  ids
+const UnitStats kStats[kNumTypes] = {
+    /* Marine   */ {45, 0, 0, false, false, 0.375, 2.25 / 16, 6, 0, 1, 5, 0.8608 * 16, true, true, false, 15, 1939, 48},
+    /* Marauder */ {125, 0, 1, true, false, 0.5625, 2.25 / 16, 10, 10, 1, 6, 1.5 * 16, true, false, false, 25, 1938, 51},
+    /* Medivac  */ {150, 0, 1, true, true, 0.75, 2.75 / 16, 0, 0, 0, 4, 0, false, false, true, 200, 1940, 54},
+    /* Stalker  */ {80, 80, 1, true, false, 0.625, 2.9531 / 16, 13, 5, 1, 6, 1.87 * 16, true, true, false, 35, 1941, 74},
+    /* Zealot   */ {100, 50, 1, false, false, 0.5, 2.25 / 16, 8, 0, 2, 0.1, 1.2 * 16, true, false, false, 22, 1942, 73},
+};
+
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+constexpr double kSpawnOffset = 7.0;     // each side's centre lies 7 from the map centre
+constexpr double kMoveDistance = 2.0;    // REFIL's move order distance
+constexpr double kAvailRange = 6.0;      // REFIL's attack/heal availability range (centre distance)
+constexpr double kSightRange = 9.0;      // REFIL's sight range (centre distance)
+constexpr double kFirmness = 0.5;        // separation push per tick, fraction of the overlap
+constexpr double kEnemyScanMin = 5.0;    // enemy acquisition scan: max(weapon range, 5) edge to edge
+constexpr double kEnemyLeash = 2.0;      // an enemy drops a target beyond scan + leash
+constexpr double kMedivacFollowGap = 1.0;  // enemy Medivacs stay this edge distance from their escort
+constexpr double kHealPerLoop = 9.0 / 16;  // 9 HP per game second
+constexpr double kEnergyPerHp = 1.0 / 3;
+constexpr double kEnergyStart = 50, kEnergyMax = 200, kEnergyRegen = 0.5625 / 16;
+constexpr double kShieldRegen = 2.0 / 16;
+constexpr int32_t kShieldDelay = 160;    // loops without damage before shields regenerate
+constexpr int32_t kSinceDamageCap = 1 << 30;
+constexpr double kRangeEps = 1e-9;
+
+ScenarioInfo BuildScenario(Scenario s) {
+  ScenarioInfo info{};
+  std::fill(std::begin(info.one_hot), std::end(info.one_hot), -1);
+  if (s == Scenario::kSz) {
+    info.n_types = 2;
+    info.types[0] = kStalker;
+    info.types[1] = kZealot;
+    info.one_hot[kZealot] = 0;
+    info.one_hot[kStalker] = 1;
+    info.protoss = true;
+    // combinations_with_replacement((Stalker, Zealot), k): Stalkers from k down to 0.
+    for (int k = 3; k <= 8; ++k)
+      for (int z = 0; z <= k; ++z) {
+        info.counts[info.n_compositions][0] = static_cast<int8_t>(k - z);
+        info.counts[info.n_compositions][1] = static_cast<int8_t>(z);
+        ++info.n_compositions;
+      }
+  } else {
+    info.n_types = 3;
+    info.types[0] = kMarine;
+    info.types[1] = kMarauder;
+    info.types[2] = kMedivac;
+    info.one_hot[kMarine] = 0;
+    info.one_hot[kMarauder] = 1;
+    info.one_hot[kMedivac] = 2;
+    info.protoss = false;
+    // Sub-spec {Marine, Marauder} 3..6 (outermost) x sub-spec {Medivac} 0..2.
+    for (int k = 3; k <= 6; ++k)
+      for (int m = 0; m <= k; ++m)
+        for (int med = 0; med <= 2; ++med) {
+          info.counts[info.n_compositions][0] = static_cast<int8_t>(k - m);
+          info.counts[info.n_compositions][1] = static_cast<int8_t>(m);
+          info.counts[info.n_compositions][2] = static_cast<int8_t>(med);
+          ++info.n_compositions;
+        }
+  }
+  // Max scenario: first composition with the most distinct types, then the most units.
+  int best = 0, best_types = -1, best_units = -1;
+  for (int c = 0; c < info.n_compositions; ++c) {
+    int types = 0, units = 0;
+    for (int t = 0; t < info.n_types; ++t) {
+      types += info.counts[c][t] > 0;
+      units += info.counts[c][t];
+    }
+    if (types > best_types || (types == best_types && units > best_units)) {
+      best = c;
+      best_types = types;
+      best_units = units;
+    }
+  }
+  double pool = 0;
+  for (int t = 0; t < info.n_types; ++t)
+    pool += info.counts[best][t] * (kStats[info.types[t]].hp + kStats[info.types[t]].shield);
+  info.max_reward = 10.0 * best_units + 200.0 + pool;
+  return info;
+}
+
+const ScenarioInfo kSzInfo = BuildScenario(Scenario::kSz);
+const ScenarioInfo kMMMInfo = BuildScenario(Scenario::kMMM);
+
+inline double Dist2(const double* a, const double* b) {
+  const double dx = a[0] - b[0], dy = a[1] - b[1];
+  return dx * dx + dy * dy;
+}
+
+inline double Clamp(double x, double lo, double hi) { return std::min(std::max(x, lo), hi); }
+
+// Velocity of at most `speed` toward p; stops `stop_short` before it (never overshoots).
+inline void Toward(const double* from, const double* p, double speed, double stop_short, double v[2]) {
+  const double dx = p[0] - from[0], dy = p[1] - from[1];
+  const double d = std::sqrt(dx * dx + dy * dy);
+  const double step = std::min(speed, d - stop_short);
+  if (d <= 0 || step <= 0) {
+    v[0] = v[1] = 0;
+    return;
+  }
+  v[0] = dx / d * step;
+  v[1] = dy / d * step;
+}
+
+// Point p of the hexagonal spiral (spec §3) with the given spacing, relative to its centre.
+void HexPoint(int p, double spacing, double out[2]) {
+  out[0] = out[1] = 0;
+  if (p == 0) return;
+  int m = 1;
+  while (1 + 3 * m * (m + 1) <= p) ++m;
+  const int q = p - (1 + 3 * m * (m - 1));
+  const int k = q / m, j = q % m;
+  const double a0 = kPi / 3 * k, a1 = kPi / 3 * (k + 1), radius = m * spacing;
+  const double c0[2] = {radius * std::cos(a0), radius * std::sin(a0)};
+  const double c1[2] = {radius * std::cos(a1), radius * std::sin(a1)};
+  const double f = static_cast<double>(j) / m;
+  out[0] = c0[0] + f * (c1[0] - c0[0]);
+  out[1] = c0[1] + f * (c1[1] - c0[1]);
+}
+
+}  // namespace
+
+const ScenarioInfo& GetScenario(Scenario s) { return s == Scenario::kSz ? kSzInfo : kMMMInfo; }
+
+}  // namespace sc2
+
+using namespace sc2;
+
+template <Scenario S>
+void StarCraftMicro<S>::Configure(const EnvOptions& options) {
+  const ScenarioInfo& info = GetScenario(S);
+  const char* name = kMMM ? "sc2_3-8MMM" : "sc2_3-8sz";
+  if (options.composition == "train") {
+    fixed_composition_ = -1;
+    return;
+  }
+  const std::string& c = options.composition;
+  const bool digits = !c.empty() && c.size() <= 3 && std::all_of(c.begin(), c.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  const int index = digits ? std::stoi(c) : -1;
+  if (index < 0 || index >= info.n_compositions)
+    throw std::invalid_argument("unknown composition '" + c + "' for " + name + " (expected train or an index in [0, " +
+                                std::to_string(info.n_compositions) + "))");
+  fixed_composition_ = index;
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::Seed(uint64_t world_seed, uint64_t composition_seed) {
+  world_rng_.seed(world_seed);
+  composition_rng_.seed(composition_seed);
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::Spawn() {
+  const ScenarioInfo& info = GetScenario(S);
+  Rng& rng = composition_rng_;
+  composition_index_ = fixed_composition_ >= 0 ? fixed_composition_ : rng.randint(info.n_compositions);
+  const int8_t* counts = info.counts[composition_index_];
+  const double theta = 2 * kPi * rng.uniform();
+  const double dir[2] = {std::cos(theta), std::sin(theta)};
+  double ally_centroid[2] = {0, 0};
+  for (int side = 0; side < 2; ++side) {
+    const double sign = side == 0 ? 1.0 : -1.0;
+    const double centre[2] = {kMapSize / 2 + sign * kSpawnOffset * dir[0], kMapSize / 2 + sign * kSpawnOffset * dir[1]};
+    // Units placed in spec type order; sorted below.
+    struct Entry {
+      int key;
+      double x, y;
+      int8_t type;
+    } entries[kMaxPerSide];
+    int n = 0;
+    for (int t = 0; t < info.n_types; ++t) {
+      if (counts[t] == 0) continue;
+      const int8_t type = info.types[t];
+      const UnitStats& st = kStats[type];
+      const double point[2] = {centre[0] + (-1 + 2 * rng.uniform()), centre[1] + (-1 + 2 * rng.uniform())};
+      const double spacing = 2 * st.radius + 0.1;
+      for (int p = 0; p < counts[t] && n < kMaxPerSide; ++p) {
+        double off[2];
+        HexPoint(p, spacing, off);
+        entries[n++] = {side == 0 ? st.refil_ally_id : st.stock_id, Clamp(point[0] + off[0], st.radius, kMapSize - st.radius),
+                        Clamp(point[1] + off[1], st.radius, kMapSize - st.radius), type};
+      }
+    }
+    // Insertion sort by (type id, x, y).
+    for (int i = 1; i < n; ++i) {
+      const Entry e = entries[i];
+      int j = i;
+      for (; j > 0; --j) {
+        const Entry& p = entries[j - 1];
+        if (p.key < e.key || (p.key == e.key && (p.x < e.x || (p.x == e.x && p.y <= e.y)))) break;
+        entries[j] = p;
+      }
+      entries[j] = e;
+    }
+    const int base = side * kMaxPerSide;
+    for (int i = 0; i < kMaxPerSide; ++i) {
+      const int u = base + i;
+      type_[u] = i < n ? entries[i].type : static_cast<int8_t>(kNone);
+      alive_[u] = i < n;
+      tag_[u] = -1;
+      pos_[u][0] = i < n ? entries[i].x : 0;
+      pos_[u][1] = i < n ? entries[i].y : 0;
+      const UnitStats& st = kStats[i < n ? entries[i].type : 0];
+      health_[u] = i < n ? st.hp : 0;
+      shield_[u] = i < n ? st.shield : 0;
+      energy_[u] = i < n && st.healer ? kEnergyStart : 0;
+      cooldown_[u] = 0;
+      since_damage_[u] = kShieldDelay;
+      order_[u] = kIdle;
+      order_target_[u] = -1;
+      order_point_[u][0] = order_point_[u][1] = 0;
+      if (side == 0 && i < n) {
+        ally_centroid[0] += entries[i].x / n;
+        ally_centroid[1] += entries[i].y / n;
+      }
+    }
+  }
+  // Tags: enemies from {0..7}, then allies from {8..15}, partial Fisher-Yates.
+  for (int side = 1; side >= 0; --side) {
+    int8_t pool[kMaxPerSide];
+    for (int i = 0; i < kMaxPerSide; ++i) pool[i] = static_cast<int8_t>((side == 0 ? kMaxPerSide : 0) + i);
+    const int base = side * kMaxPerSide;
+    for (int i = 0; i < kMaxPerSide && type_[base + i] >= 0; ++i) {
+      std::swap(pool[i], pool[i + rng.randint(kMaxPerSide - i)]);
+      tag_[base + i] = pool[i];
+    }
+  }
+  for (int u = kMaxPerSide; u < kUnits; ++u) {
+    if (type_[u] < 0) continue;
+    order_[u] = kAttackMove;
+    order_point_[u][0] = ally_centroid[0];
+    order_point_[u][1] = ally_centroid[1];
+  }
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::Reset(const ObsSlot& out) {
+  Spawn();
+  episode_step_ = 0;
+  WriteObservation(out);
+}
+
+template <Scenario S>
+bool StarCraftMicro<S>::CanHit(int attacker, int target) const {
+  const UnitStats& a = kStats[type_[attacker]];
+  return a.hits > 0 && (kStats[type_[target]].air ? a.hits_air : a.hits_ground);
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::SetAllyOrders(const int32_t* actions) {
+  for (int a = 0; a < kMaxPerSide; ++a) {
+    if (!Alive(a)) continue;
+    const int action = actions[a];
+    if (action == 0) continue;
+    order_target_[a] = -1;
+    if (action == 1) {
+      order_[a] = kIdle;
+    } else if (action <= 5) {
+      static constexpr double kDir[4][2] = {{0, 1}, {0, -1}, {1, 0}, {-1, 0}};
+      order_[a] = kMove;
+      order_point_[a][0] = pos_[a][0] + kMoveDistance * kDir[action - 2][0];
+      order_point_[a][1] = pos_[a][1] + kMoveDistance * kDir[action - 2][1];
+    } else {
+      const int tag = action - 6;  // 0..7 enemies, 8..15 allies
+      const int first = tag < kMaxPerSide ? kMaxPerSide : 0;
+      int target = -1;
+      for (int u = first; u < first + kMaxPerSide; ++u)
+        if (tag_[u] == tag && type_[u] >= 0) target = u;
+      order_[a] = kIdle;
+      if (target < 0) continue;
+      if (tag < kMaxPerSide && CanHit(a, target)) {
+        order_[a] = kAttackUnit;
+        order_target_[a] = static_cast<int8_t>(target);
+      } else if (tag >= kMaxPerSide && kStats[type_[a]].healer) {
+        order_[a] = kHealUnit;
+        order_target_[a] = static_cast<int8_t>(target);
+      }
+    }
+  }
+}
+
+// Enemy target acquisition (spec §7).
+template <Scenario S>
+void StarCraftMicro<S>::EnemyAcquire(int u) {
+  const UnitStats& st = kStats[type_[u]];
+  if (st.healer) {  // heal the lowest-HP-fraction damaged friendly ground unit in heal range
+    int best = -1;
+    double best_frac = 2;
+    for (int f = kMaxPerSide; f < kUnits; ++f) {
+      if (f == u || !Alive(f) || kStats[type_[f]].air) continue;
+      const double frac = health_[f] / kStats[type_[f]].hp;
+      if (frac >= 1) continue;
+      const double reach = st.range + st.radius + kStats[type_[f]].radius;
+      if (Dist2(pos_[u], pos_[f]) > reach * reach) continue;
+      if (frac < best_frac) {
+        best_frac = frac;
+        best = f;
+      }
+    }
+    order_target_[u] = static_cast<int8_t>(best);
+    return;
+  }
+  const double scan_edge = std::max(st.range, kEnemyScanMin);
+  const int cur = order_target_[u];
+  bool keep = cur >= 0 && Alive(cur) && CanHit(u, cur);
+  if (keep) {
+    const double leash = scan_edge + kEnemyLeash + st.radius + kStats[type_[cur]].radius;
+    keep = Dist2(pos_[u], pos_[cur]) <= leash * leash;
+  }
+  if (keep) {
+    // Keep the target unless it is not attacking u and an ally that is attacking u is in scan
+    // (the nearest such ally, as the full scan below would pick).
+    if (order_[cur] == kAttackUnit && order_target_[cur] == u) return;
+    int best = -1;
+    double best_d2 = 0;
+    for (int a = 0; a < kMaxPerSide; ++a) {
+      if (order_[a] != kAttackUnit || order_target_[a] != u || !Alive(a) || !CanHit(u, a)) continue;
+      const double reach = scan_edge + st.radius + kStats[type_[a]].radius;
+      const double d2 = Dist2(pos_[u], pos_[a]);
+      if (d2 <= reach * reach && (best < 0 || d2 < best_d2)) {
+        best = a;
+        best_d2 = d2;
+      }
+    }
+    if (best >= 0) order_target_[u] = static_cast<int8_t>(best);
+    return;
+  }
+  int best = -1, best_class = 3;
+  double best_d2 = 0;
+  for (int a = 0; a < kMaxPerSide; ++a) {
+    if (!Alive(a) || !CanHit(u, a)) continue;
+    const double reach = scan_edge + st.radius + kStats[type_[a]].radius;
+    const double d2 = Dist2(pos_[u], pos_[a]);
+    if (d2 > reach * reach) continue;
+    const bool attacking = order_[a] == kAttackUnit && order_target_[a] == u;
+    const int cls = attacking ? 0 : (!kStats[type_[a]].healer || order_[a] == kHealUnit) ? 1 : 2;
+    if (cls < best_class || (cls == best_class && d2 < best_d2)) {
+      best = a;
+      best_class = cls;
+      best_d2 = d2;
+    }
+  }
+  order_target_[u] = static_cast<int8_t>(best);
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::DesiredVelocity(int u, double v[2], bool& firing) const {
+  const UnitStats& st = kStats[type_[u]];
+  v[0] = v[1] = 0;
+  firing = false;
+  const int order = order_[u];
+  const int target = order_target_[u];
+  if (order == kMove) {
+    Toward(pos_[u], order_point_[u], st.speed, 0, v);
+  } else if (order == kAttackUnit || order == kHealUnit || (order == kAttackMove && target >= 0)) {
+    if (target < 0 || !Alive(target)) return;
+    const double reach = st.range + st.radius + kStats[type_[target]].radius;
+    const double d = std::sqrt(Dist2(pos_[u], pos_[target]));
+    if (d <= reach + kRangeEps) {
+      firing = true;
+    } else {
+      Toward(pos_[u], pos_[target], st.speed, reach, v);
+    }
+  } else if (order == kAttackMove) {
+    if (!st.healer) {
+      Toward(pos_[u], order_point_[u], st.speed, 0, v);
+      return;
+    }
+    // An enemy Medivac with nobody to heal escorts the nearest friendly ground unit.
+    int escort = -1;
+    double best_d2 = std::numeric_limits<double>::infinity(), slowest = st.speed;
+    for (int f = kMaxPerSide; f < kUnits; ++f) {
+      if (!Alive(f) || kStats[type_[f]].air) continue;
+      slowest = std::min(slowest, kStats[type_[f]].speed);
+      const double d2 = Dist2(pos_[u], pos_[f]);
+      if (d2 < best_d2) {
+        best_d2 = d2;
+        escort = f;
+      }
+    }
+    if (escort >= 0)
+      Toward(pos_[u], pos_[escort], slowest, st.radius + kStats[type_[escort]].radius + kMedivacFollowGap, v);
+  }
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::ApplyHits(int attacker, int target) {
+  const UnitStats& a = kStats[type_[attacker]];
+  const UnitStats& t = kStats[type_[target]];
+  const double damage = a.damage + (t.armored ? a.bonus_vs_armored : 0);
+  for (int h = 0; h < a.hits; ++h) {
+    const double absorbed = std::min(shield_[target], damage);
+    shield_[target] -= absorbed;
+    const double rest = damage - absorbed;
+    if (rest > 0) health_[target] -= std::max(rest - t.armour, 0.5);
+    since_damage_[target] = 0;
+    if (health_[target] <= 0) {
+      alive_[target] = 0;
+      return;
+    }
+  }
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::Tick() {
+  // 1. Housekeeping.
+  for (int u = 0; u < kMaxPerSide; ++u)
+    if (Alive(u) && (order_[u] == kAttackUnit || order_[u] == kHealUnit) && !Alive(order_target_[u])) {
+      order_[u] = kIdle;
+      order_target_[u] = -1;
+    }
+  for (int u = kMaxPerSide; u < kUnits; ++u)
+    if (Alive(u) && order_[u] == kAttackMove) EnemyAcquire(u);
+  // 2-3. Desired velocities, then integration.
+  double v[kUnits][2];
+  bool firing[kUnits];
+  int alive_units[kUnits];
+  int n_alive = 0;
+  for (int u = 0; u < kUnits; ++u) {
+    firing[u] = false;
+    if (!Alive(u)) continue;
+    alive_units[n_alive++] = u;
+    DesiredVelocity(u, v[u], firing[u]);
+  }
+  for (int k = 0; k < n_alive; ++k) {
+    const int u = alive_units[k];
+    const double r = kStats[type_[u]].radius;
+    pos_[u][0] = Clamp(pos_[u][0] + v[u][0], r, kMapSize - r);
+    pos_[u][1] = Clamp(pos_[u][1] + v[u][1], r, kMapSize - r);
+  }
+  // 4. Separation of overlapping pairs on the same plane, in index order (on compact copies:
+  // overlaps are rare, so the pair test is the hot loop).
+  double px[kUnits], py[kUnits], rad[kUnits], plane[kUnits];
+  float fx[kUnits], fy[kUnits], freach[kUnits];  // float copies for a conservative pre-test
+  for (int k = 0; k < n_alive; ++k) {
+    const int u = alive_units[k];
+    px[k] = pos_[u][0];
+    py[k] = pos_[u][1];
+    rad[k] = kStats[type_[u]].radius;
+    plane[k] = kStats[type_[u]].air ? 1e6 : 0.0;  // a plane offset: air and ground never overlap
+    fx[k] = static_cast<float>(px[k]);
+    fy[k] = static_cast<float>(py[k] + plane[k]);
+    freach[k] = static_cast<float>(rad[k]) + 0.01f;  // margin: float rounding never hides an overlap
+  }
+  for (int i = 0; i < n_alive; ++i) {
+    // Cheap pre-test of all later partners on float copies kept current through every push (a
+    // superset of the true overlaps thanks to the margin); most units overlap nobody. The exact
+    // double test follows.
+    int any = 0;
+    const float xi = fx[i], yi = fy[i], ri = freach[i];
+    for (int j = i + 1; j < n_alive; ++j) {
+      const float dx = fx[j] - xi, dy = fy[j] - yi, reach = ri + freach[j];
+      any |= dx * dx + dy * dy < reach * reach;
+    }
+    if (!any) continue;
+    for (int j = i + 1; j < n_alive; ++j) {
+      const double min_d = rad[i] + rad[j];
+      const double dx = px[j] - px[i], dy = py[j] - py[i], dz = plane[j] - plane[i];
+      const double d2 = dx * dx + dy * dy + dz * dz;
+      if (d2 >= min_d * min_d) continue;
+      const double d = std::sqrt(d2);
+      const double ux = d > 0 ? dx / d : 1.0, uy = d > 0 ? dy / d : 0.0;
+      const double push = 0.5 * kFirmness * (min_d - d);
+      px[i] = Clamp(px[i] - ux * push, rad[i], kMapSize - rad[i]);
+      py[i] = Clamp(py[i] - uy * push, rad[i], kMapSize - rad[i]);
+      px[j] = Clamp(px[j] + ux * push, rad[j], kMapSize - rad[j]);
+      py[j] = Clamp(py[j] + uy * push, rad[j], kMapSize - rad[j]);
+      fx[i] = static_cast<float>(px[i]);
+      fy[i] = static_cast<float>(py[i] + plane[i]);
+      fx[j] = static_cast<float>(px[j]);
+      fy[j] = static_cast<float>(py[j] + plane[j]);
+    }
+  }
+  for (int k = 0; k < n_alive; ++k) {
+    pos_[alive_units[k]][0] = px[k];
+    pos_[alive_units[k]][1] = py[k];
+  }
+  // 5. Combat in a fresh random order (world stream).
+  for (int k = n_alive - 1; k > 0; --k) std::swap(alive_units[k], alive_units[world_rng_.randint(k + 1)]);
+  for (int k = 0; k < n_alive; ++k) {
+    const int u = alive_units[k];
+    if (!alive_[u] || !firing[u]) continue;
+    const int t = order_target_[u];
+    if (t < 0 || !Alive(t)) continue;
+    const UnitStats& st = kStats[type_[u]];
+    if (st.healer) {
+      const double heal = std::min({kHealPerLoop, kStats[type_[t]].hp - health_[t], energy_[u] / kEnergyPerHp});
+      if (heal > 0) {
+        health_[t] += heal;
+        energy_[u] -= heal * kEnergyPerHp;
+      }
+    } else if (cooldown_[u] <= 0) {
+      ApplyHits(u, t);
+      cooldown_[u] = st.period + (jitter_ ? world_rng_.randint(4) - 1 : 0);
+    }
+  }
+  // 6. Timers.
+  for (int u = 0; u < kUnits; ++u) {
+    if (!Alive(u)) continue;
+    const UnitStats& st = kStats[type_[u]];
+    cooldown_[u] = std::max(cooldown_[u] - 1, 0.0);
+    if (since_damage_[u] < kSinceDamageCap) ++since_damage_[u];
+    if (since_damage_[u] >= kShieldDelay && shield_[u] < st.shield) shield_[u] = std::min(st.shield, shield_[u] + kShieldRegen);
+    if (st.healer) energy_[u] = std::min(kEnergyMax, energy_[u] + kEnergyRegen);
+  }
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::Step(const int32_t* actions, const StepSlot& out) {
+  const ScenarioInfo& info = GetScenario(S);
+  double prev[kMaxPerSide];
+  bool was_alive[kMaxPerSide];
+  for (int e = 0; e < kMaxPerSide; ++e) {
+    const int u = kMaxPerSide + e;
+    was_alive[e] = Alive(u);
+    prev[e] = health_[u] + shield_[u];
+  }
+  SetAllyOrders(actions);
+  for (int t = 0; t < kLoopsPerStep; ++t) Tick();
+  ++episode_step_;
+
+  double delta = 0;
+  int kills = 0;
+  for (int e = 0; e < kMaxPerSide; ++e) {
+    if (!was_alive[e]) continue;
+    const int u = kMaxPerSide + e;
+    if (!alive_[u]) {
+      delta += prev[e];
+      ++kills;
+    } else {
+      delta += prev[e] - (health_[u] + shield_[u]);
+    }
+  }
+  bool ally_alive = false, ally_fighter = false, enemy_alive = false, enemy_fighter = false;
+  for (int u = 0; u < kUnits; ++u) {
+    if (!Alive(u)) continue;
+    const bool fighter = !kStats[type_[u]].healer;
+    (u < kMaxPerSide ? ally_alive : enemy_alive) = true;
+    if (fighter) (u < kMaxPerSide ? ally_fighter : enemy_fighter) = true;
+  }
+  const bool loss = (!ally_alive && enemy_alive) || (kMMM && !ally_fighter);
+  const bool win = !loss && ((ally_alive && !enemy_alive) || (kMMM && !enemy_fighter));
+  const bool draw = !loss && !win && !ally_alive && !enemy_alive;
+  const bool ended = loss || win || draw;
+  double reward = std::fabs(delta + 10.0 * kills);
+  if (win) reward += 200.0;
+  reward /= info.max_reward / 20.0;
+
+  *out.reward = static_cast<float>(reward);
+  *out.terminated = ended;
+  *out.truncated = !ended && episode_step_ >= kDims.episode_limit;
+  for (int i = 0; i < kAgents; ++i) out.agent_rewards[i] = 0.0f;
+  out.info[0] = win;
+  out.info[1] = *out.truncated;
+  out.info[2] = composition_index_;
+  WriteObservation(out.obs);
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::AvailActions(int a, uint8_t* row) const {
+  std::memset(row, 0, kActions);
+  if (!Alive(a)) {
+    row[0] = 1;
+    return;
+  }
+  row[1] = 1;
+  static constexpr int kDir[4][2] = {{0, 1}, {0, -1}, {1, 0}, {-1, 0}};
+  for (int d = 0; d < 4; ++d) {
+    // REFIL's check: the cell one unit away, coordinates truncated toward zero.
+    const int cx = static_cast<int>(pos_[a][0] + kDir[d][0]);
+    const int cy = static_cast<int>(pos_[a][1] + kDir[d][1]);
+    row[2 + d] = cx >= 0 && cx < static_cast<int>(kMapSize) && cy >= 0 && cy < static_cast<int>(kMapSize);
+  }
+  constexpr double kAvail2 = kAvailRange * kAvailRange;
+  if (kStats[type_[a]].healer) {
+    for (int u = 0; u < kMaxPerSide; ++u)
+      if (u != a && Alive(u) && !kStats[type_[u]].air && tag_[u] >= kMaxPerSide && 6 + tag_[u] < kActions &&
+          Dist2(pos_[a], pos_[u]) <= kAvail2)
+        row[6 + tag_[u]] = 1;
+  } else {
+    for (int u = kMaxPerSide; u < kUnits; ++u)
+      if (Alive(u) && tag_[u] >= 0 && tag_[u] < kMaxPerSide && Dist2(pos_[a], pos_[u]) <= kAvail2) row[6 + tag_[u]] = 1;
+  }
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::WriteObservation(const ObsSlot& out) const {
+  const ScenarioInfo& info = GetScenario(S);
+  std::memset(out.entities, 0, sizeof(float) * kUnits * kFeat);
+  std::memset(out.attributes, 0, sizeof(float) * kAgents * kTypeDim);
+  std::memset(out.agent_present, 0, kAgents);
+  std::memset(out.entity_present, 0, kUnits);
+  std::memset(out.obs_mask, 0, kAgents * kUnits);
+  std::memset(out.full_mask, 0, kAgents * kUnits);
+  double com[2] = {0, 0};
+  int n = 0;
+  for (int u = 0; u < kUnits; ++u) {
+    if (type_[u] < 0) continue;
+    com[0] += pos_[u][0];
+    com[1] += pos_[u][1];
+    ++n;
+  }
+  if (n > 0) {
+    com[0] /= n;
+    com[1] /= n;
+  }
+  double spread = 0;
+  for (int u = 0; u < kUnits; ++u)
+    if (type_[u] >= 0) spread = std::max(spread, Dist2(pos_[u], com));
+  spread = std::sqrt(spread);
+  const double inv_spread = spread > 0 ? 1.0 / spread : 0.0;
+
+  for (int u = 0; u < kUnits; ++u) {
+    const bool ally = u < kMaxPerSide;
+    if (ally) AvailActions(u, out.avail_actions + u * kActions);
+    if (type_[u] < 0) continue;
+    const UnitStats& st = kStats[type_[u]];
+    out.entity_present[u] = 1;
+    float* row = out.entities + u * kFeat;
+    if (tag_[u] >= 0) row[tag_[u]] = 1.0f;
+    const int type_col = info.one_hot[type_[u]];  // -1 only for a foreign type put in by set_state
+    if (type_col >= 0) row[kColType + type_col] = 1.0f;
+    if (ally) {
+      out.agent_present[u] = 1;
+      if (type_col >= 0) out.attributes[u * kTypeDim + type_col] = 1.0f;
+    }
+    if (!alive_[u]) continue;
+    if (ally) {
+      const uint8_t* avail = out.avail_actions + u * kActions;
+      for (int c = 2; c < kActions; ++c) row[kColAvail + c - 2] = avail[c];
+      row[kColEnergy] = st.healer ? static_cast<float>(energy_[u] / kEnergyMax) : 0.0f;
+      row[kColEnergy + 1] = static_cast<float>(std::max(cooldown_[u], 0.0) / st.cooldown_norm);
+    }
+    row[kColHealth] = static_cast<float>(health_[u] / st.hp);
+    if (info.protoss) row[kColHealth + 1] = st.shield > 0 ? static_cast<float>(shield_[u] / st.shield) : 0.0f;
+    row[kColPos] = static_cast<float>((pos_[u][0] - kMapSize / 2) / kMapSize);
+    row[kColPos + 1] = static_cast<float>((pos_[u][1] - kMapSize / 2) / kMapSize);
+    row[kColPos + 2] = static_cast<float>((pos_[u][0] - com[0]) * inv_spread);
+    row[kColPos + 3] = static_cast<float>((pos_[u][1] - com[1]) * inv_spread);
+  }
+  constexpr double kSight2 = kSightRange * kSightRange;
+  for (int i = 0; i < kAgents; ++i) {
+    if (type_[i] < 0) continue;
+    uint8_t* obs = out.obs_mask + i * kUnits;
+    uint8_t* full = out.full_mask + i * kUnits;
+    for (int j = 0; j < kUnits; ++j) {
+      if (type_[j] < 0) continue;
+      full[j] = 1;
+      obs[j] = i == j || (alive_[i] && alive_[j] && Dist2(pos_[i], pos_[j]) <= kSight2);
+    }
+  }
+}
+
+template <Scenario S>
+StateFields StarCraftMicro<S>::State() {
+  constexpr double kBig = 1e6;
+  const double n_comp = GetScenario(S).n_compositions;
+  return {
+      {"unit_type", DType::kI8, {kUnits}, type_, -1, kNumTypes - 1},
+      {"alive", DType::kI8, {kUnits}, alive_, 0, 1},
+      {"tag", DType::kI8, {kUnits}, tag_, -1, 15},
+      {"pos", DType::kF64, {kUnits, 2}, pos_, 0, kMapSize},
+      {"health", DType::kF64, {kUnits}, health_, -kBig, kBig},
+      {"shield", DType::kF64, {kUnits}, shield_, 0, kBig},
+      {"energy", DType::kF64, {kUnits}, energy_, 0, kEnergyMax},
+      {"cooldown", DType::kF64, {kUnits}, cooldown_, 0, kBig},
+      {"since_damage", DType::kI32, {kUnits}, since_damage_, 0, kSinceDamageCap},
+      {"order", DType::kI8, {kUnits}, order_, 0, 4},
+      {"order_target", DType::kI8, {kUnits}, order_target_, -1, kUnits - 1},
+      {"order_point", DType::kF64, {kUnits, 2}, order_point_, -kBig, kBig},
+      {"composition_index", DType::kI32, {}, &composition_index_, 0, n_comp - 1},
+      {"episode_step", DType::kI32, {}, &episode_step_, 0, kDims.episode_limit - 1},
+      {"jitter", DType::kI8, {}, &jitter_, 0, 1},
+      {"world_rng", DType::kU64, {4}, world_rng_.s, 0, 0},
+      {"composition_rng", DType::kU64, {4}, composition_rng_.s, 0, 0},
+  };
+}
+
+template class StarCraftMicro<Scenario::kSz>;
+template class StarCraftMicro<Scenario::kMMM>;
+
+}  // namespace cpfast

@@ -1,0 +1,121 @@
+// StarCraft micromanagement simulator for REFIL's 3-8sz and 3-8MMM scenarios
+// (spec: shared/spec/starcraft_micro.md). Float64 simulation, float32 outputs.
+#pragma once
+#include <array>
+#include <cstdint>
+
+#include "env_api.h"
+#include "rng.h"
+
+namespace cpfast {
+
+namespace sc2 {
+
+enum UnitType : int8_t { kNone = -1, kMarine = 0, kMarauder = 1, kMedivac = 2, kStalker = 3, kZealot = 4 };
+constexpr int kNumTypes = 5;
+
+enum Order : int8_t { kIdle = 0, kMove = 1, kAttackUnit = 2, kHealUnit = 3, kAttackMove = 4 };
+
+enum class Scenario { kSz, kMMM };
+
+// Unit data of spec §4, per loop where it matters.
+struct UnitStats {
+  double hp, shield, armour;
+  bool armored, air;
+  double radius, speed;  // speed in map units per loop
+  double damage, bonus_vs_armored;
+  int hits;
+  double range, period;  // edge-to-edge range; period in loops
+  bool hits_ground, hits_air;
+  bool healer;
+  double cooldown_norm;   // REFIL's feature normaliser (loops)
+  int refil_ally_id, stock_id;
+};
+
+extern const UnitStats kStats[kNumTypes];
+
+constexpr int kMaxPerSide = 8;
+constexpr int kUnits = 2 * kMaxPerSide;  // allies 0..7, enemies 8..15
+constexpr double kMapSize = 32.0;
+constexpr int kLoopsPerStep = 8;
+constexpr int kMaxCompositions = 66;
+
+// One scenario's layout and compositions (§2, §9).
+struct ScenarioInfo {
+  int n_types;                 // types of this scenario, in spec order
+  int8_t types[3];             // spec order (sz: Stalker, Zealot; MMM: Marine, Marauder, Medivac)
+  int8_t one_hot[kNumTypes];   // type-one-hot column (sorted stock ids), -1 if absent
+  int n_compositions;
+  int8_t counts[kMaxCompositions][3];  // per spec-order type
+  double max_reward;
+  bool protoss;
+};
+
+const ScenarioInfo& GetScenario(Scenario s);
+
+}  // namespace sc2
+
+template <sc2::Scenario S>
+class StarCraftMicro {
+ public:
+  static constexpr bool kMMM = S == sc2::Scenario::kMMM;
+  static constexpr int kAgents = sc2::kMaxPerSide;
+  static constexpr int kActions = kMMM ? 22 : 14;
+  static constexpr int kTypeDim = kMMM ? 3 : 2;
+  static constexpr int kHealthDim = kMMM ? 1 : 2;
+  // tag 16 | avail (n_actions - 2) | type | health(, shield) | energy, cooldown | position 4
+  static constexpr int kColAvail = 16;
+  static constexpr int kColType = kColAvail + kActions - 2;
+  static constexpr int kColHealth = kColType + kTypeDim;
+  static constexpr int kColEnergy = kColHealth + kHealthDim;
+  static constexpr int kColPos = kColEnergy + 2;
+  static constexpr int kFeat = kColPos + 4;
+  static constexpr EnvDims kDims{kAgents, sc2::kUnits, kFeat, kFeat, kFeat, kTypeDim, kActions, 150};
+  static constexpr const char* kInfoKeys[] = {"battle_won", "timeout", "composition_index"};
+
+  void Configure(const EnvOptions& options);
+  void Seed(uint64_t world_seed, uint64_t composition_seed);
+  void SetEvalEpisode(int64_t) {}
+  int EpisodeStep() const { return episode_step_; }
+  void Reset(const ObsSlot& out);
+  void Step(const int32_t* actions, const StepSlot& out);
+  void WriteObservation(const ObsSlot& out) const;
+  StateFields State();
+
+ private:
+  void Spawn();
+  void SetAllyOrders(const int32_t* actions);
+  void Tick();
+  void EnemyAcquire(int u);
+  void DesiredVelocity(int u, double v[2], bool& firing) const;
+  void ApplyHits(int attacker, int target);
+  bool Alive(int u) const { return u >= 0 && type_[u] >= 0 && alive_[u]; }
+  bool CanHit(int attacker, int target) const;
+  void AvailActions(int a, uint8_t* row) const;
+
+  // World state (get_state/set_state keys).
+  int8_t type_[sc2::kUnits] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  int8_t alive_[sc2::kUnits] = {};
+  int8_t tag_[sc2::kUnits] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  double pos_[sc2::kUnits][2] = {};
+  double health_[sc2::kUnits] = {};
+  double shield_[sc2::kUnits] = {};
+  double energy_[sc2::kUnits] = {};
+  double cooldown_[sc2::kUnits] = {};
+  int32_t since_damage_[sc2::kUnits] = {};
+  int8_t order_[sc2::kUnits] = {};
+  int8_t order_target_[sc2::kUnits] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  double order_point_[sc2::kUnits][2] = {};
+  int32_t composition_index_ = 0;
+  int32_t episode_step_ = 0;
+  int8_t jitter_ = 1;  // cooldown jitter on (1) or off (0, for analytic tests)
+  Rng world_rng_;
+  Rng composition_rng_;
+
+  int fixed_composition_ = -1;  // -1: sample per reset
+};
+
+using StarCraftSz = StarCraftMicro<sc2::Scenario::kSz>;
+using StarCraftMMM = StarCraftMicro<sc2::Scenario::kMMM>;
+
+}  // namespace cpfast

@@ -92,8 +92,8 @@ class Learner:
         torch.manual_seed(seed)
         self.online = Networks(spec, cfg).to(device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
-        self.posterior = VariationalPosterior(spec, cfg.hidden_dim, cfg.n_heads, cfg.hidden_dim).to(device) \
-            if cfg.method == "copa" else None
+        self.posterior = set_kernels(VariationalPosterior(spec, cfg.hidden_dim, cfg.n_heads, cfg.hidden_dim),
+                                     cfg.kernels).to(device) if cfg.method == "copa" else None
         rms = dict(lr=cfg.lr, alpha=cfg.optim_alpha, eps=cfg.optim_eps)
         self.params_a = list(self.online.player.parameters()) + list(self.online.mixer.parameters())
         self.optim_a = torch.optim.RMSprop(self.params_a, **rms)

@@ -42,9 +42,8 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize("method", ["copa", "aqmix"])
-def test_update_ms(benchmark, record_throughput, method):
-    cfg = preset("paper").replace(method=method)
+def median_update_seconds(benchmark, cfg, rounds: int = 5) -> float:
+    """Median seconds of one learner update of ``cfg`` over batches cut from random rollouts."""
     learner = Learner(cpfast.make_env(cfg.env).spec, cfg, DEVICE, seed=0)
     buffer = filled_buffer(cfg, 2 * cfg.effective_batch_size)
     generator = torch.Generator().manual_seed(0)
@@ -56,8 +55,14 @@ def test_update_ms(benchmark, record_throughput, method):
         synchronize()
 
     update()  # warm-up
-    benchmark.pedantic(update, rounds=5, iterations=1)
-    seconds = benchmark.stats.stats.median
+    benchmark.pedantic(update, rounds=rounds, iterations=1)
+    return benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("method", ["copa", "aqmix"])
+def test_update_ms(benchmark, record_throughput, method):
+    cfg = preset("paper").replace(method=method)
+    seconds = median_update_seconds(benchmark, cfg)
     benchmark.extra_info.update(ms_per_update=seconds * 1e3, batch=cfg.effective_batch_size)
     record_throughput("update", (method, str(DEVICE), torch.get_num_threads()), seconds)
 

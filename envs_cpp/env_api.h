@@ -85,6 +85,29 @@ struct EnvOptions {
   int zero_shot_rows = 0;
 };
 
+// The team compositions of Resource Collection and Rescue: `train` draws teams from the attribute
+// grid; `n5`, `n6` and `dynamic` take rows of the zero-shot table, which must then be given.
+enum class TeamComposition { kTrain, kN5, kN6, kDynamic };
+
+inline TeamComposition ParseTeamComposition(const EnvOptions& options, const std::string& env_name) {
+  TeamComposition kind;
+  if (options.composition == "train") {
+    kind = TeamComposition::kTrain;
+  } else if (options.composition == "n5") {
+    kind = TeamComposition::kN5;
+  } else if (options.composition == "n6") {
+    kind = TeamComposition::kN6;
+  } else if (options.composition == "dynamic") {
+    kind = TeamComposition::kDynamic;
+  } else {
+    throw std::invalid_argument("unknown composition '" + options.composition + "' for " + env_name +
+                                " (expected train, n5, n6 or dynamic)");
+  }
+  if (kind != TeamComposition::kTrain && (options.zero_shot_table == nullptr || options.zero_shot_rows <= 0))
+    throw std::invalid_argument("composition '" + options.composition + "' needs the zero-shot attribute table");
+  return kind;
+}
+
 // A named, typed view of one part of an environment's state, used by get_state/set_state.
 enum class DType { kF64, kI8, kI32, kU64 };
 

@@ -19,7 +19,7 @@ class RescueGame {
   // Team reward only: the runner leaves info["agent_rewards"] out.
   static constexpr bool kAgentRewards = false;
 
-  enum class Composition { kTrain, kN5, kN6, kDynamic };
+  using Composition = TeamComposition;
 
   void Configure(const EnvOptions& options);
   void Seed(uint64_t world_seed, uint64_t composition_seed);

@@ -68,20 +68,7 @@ inline void AddWallForce(const double* p, double r, bool horizontal, double axis
 }  // namespace
 
 void ResourceCollection::Configure(const EnvOptions& options) {
-  if (options.composition == "train") {
-    composition_ = Composition::kTrain;
-  } else if (options.composition == "n5") {
-    composition_ = Composition::kN5;
-  } else if (options.composition == "n6") {
-    composition_ = Composition::kN6;
-  } else if (options.composition == "dynamic") {
-    composition_ = Composition::kDynamic;
-  } else {
-    throw std::invalid_argument("unknown composition '" + options.composition +
-                                "' for resource_collection (expected train, n5, n6 or dynamic)");
-  }
-  if (composition_ != Composition::kTrain && (options.zero_shot_table == nullptr || options.zero_shot_rows <= 0))
-    throw std::invalid_argument("composition '" + options.composition + "' needs the zero-shot attribute table");
+  composition_ = ParseTeamComposition(options, "resource_collection");
   table_ = options.zero_shot_table;
   table_rows_ = options.zero_shot_rows;
 }

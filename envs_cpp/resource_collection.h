@@ -15,7 +15,7 @@ class ResourceCollection {
   static constexpr int kInvader = 7;
   static constexpr EnvDims kDims{kAgents, kAgents + kLandmarks, 14, 14, 7, 4, 5, 145};
 
-  enum class Composition { kTrain, kN5, kN6, kDynamic };
+  using Composition = TeamComposition;
 
   void Configure(const EnvOptions& options);
   void Seed(uint64_t world_seed, uint64_t composition_seed);

@@ -4,14 +4,19 @@ random actions drawn in advance.
 
 StarCraft micro-sim (8v8): actions must be legal for the current observation, so a uniform
 random policy over the available actions picks them every step and only ``VecEnv.step`` is
-timed. JaxMARL's SMAX on 3s5z (also 8v8) is measured in the same run when ``jaxmarl`` is
-installed (optional extra; skipped otherwise).
+timed. JaxMARL's SMAX on 3s5z (also 8v8) is measured in the same run, at the same N and
+thread counts, when ``jaxmarl`` is installed (optional extra ``bench-smax``; skipped otherwise).
+``BENCH_SMAX_STEPS`` sets SMAX's env-steps per timed round (a small value for a quick check).
 
     pytest benchmarks/bench_envs.py
     pytest benchmarks/bench_envs.py -k "sc2 or smax"   # StarCraft and SMAX only
 """
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -101,55 +106,113 @@ def test_sc2_env_steps_per_second(record_throughput, name, num_envs, threads):
     record_throughput("sc2_env_steps", (name, num_envs, threads), rate)
 
 
-def smax_steps_per_second(num_envs: int, steps: int) -> float:
-    """JaxMARL SMAX 3s5z: a jitted, vmapped step of ``num_envs`` envs with uniform random legal
-    actions drawn inside the step (SMAX auto-resets finished envs); wall time of ``steps`` calls."""
+# JaxMARL SMAX on 3s5z, the same armies as 3-8sz index 35. Two variants:
+#   "HeuristicEnemySMAX" - the 8 allies act, the enemies follow JaxMARL's scripted heuristic:
+#                          the same task as the micro-sim (8 agents against a built-in AI), and
+#                          the env JaxMARL's own speed test (jaxmarl/environments/smax/speed.py) uses;
+#   "SMAX"               - all 16 units act (uniform random legal actions on both sides, no
+#                          enemy AI): less work per step, so the conservative comparison.
+# Each (variant, N, threads) runs in a child process, because XLA reads its thread settings once
+# per process: the child is pinned to ``threads`` cores and XLA's intra-op pool is sized to match
+# (--xla_cpu_multi_thread_eigen=false for one thread), so SMAX gets the cores the micro-sim gets.
+SMAX_VARIANTS = {"smax_3s5z": "HeuristicEnemySMAX", "smax_3s5z_no-enemy-ai": "SMAX"}
+SMAX_STEPS = int(os.environ.get("BENCH_SMAX_STEPS", 12_000))  # env-steps per timed round
+SMAX_CHUNK = 150  # env steps fused into one jitted call (lax.scan), fewer when N is large
+
+
+def smax_steps_per_second(variant: str, num_envs: int, steps: int, rounds: int = 3) -> float:
+    """Env-steps/s of JaxMARL SMAX 3s5z in this process: ``num_envs`` envs vmapped, ``chunk``
+    steps fused with ``lax.scan`` into one jitted call (JAX's fastest way to run it, with no
+    per-step dispatch), each step drawing uniform random legal actions from
+    ``get_avail_actions`` and calling ``env.step`` (which auto-resets finished envs, as JaxMARL
+    does). Compilation and one warm-up call are excluded; median of ``rounds`` timed rounds of
+    about ``steps`` env-steps, each ended by ``block_until_ready``."""
     import jax
     import jax.numpy as jnp
     from jaxmarl import make
     from jaxmarl.environments.smax import map_name_to_scenario
 
-    env = make("SMAX", scenario=map_name_to_scenario("3s5z"))
-    _, state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    env = make(variant, scenario=map_name_to_scenario("3s5z"))
+    agents = env.agents  # the acting agents: 8 allies, or all 16 units for plain SMAX
 
-    def one(key, s):
-        keys = jax.random.split(key, env.num_agents + 1)
-        avail = env.get_avail_actions(s)
-        actions = {a: jax.random.categorical(keys[i], jnp.log(avail[a])) for i, a in enumerate(env.agents)}
-        return env.step(keys[-1], s, actions)[1]
+    def env_step(carry, _):
+        key, state = carry
+        key, act_key, step_key = jax.random.split(key, 3)
+        avail = env.get_avail_actions(state)
+        act_keys = jax.random.split(act_key, len(agents))
+        actions = {a: jax.random.categorical(act_keys[i], jnp.where(avail[a] > 0, 0.0, -jnp.inf))
+                   for i, a in enumerate(agents)}
+        _, state, _, _, _ = env.step(step_key, state, actions)
+        return (key, state), None
 
-    step = jax.jit(jax.vmap(one))
-    key = jax.random.PRNGKey(1)
-    state = step(jax.random.split(key, num_envs), state)  # compile
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for t in range(steps):
-        state = step(jax.random.split(jax.random.fold_in(key, t), num_envs), state)
-    jax.block_until_ready(state)
-    return num_envs * steps / (time.perf_counter() - start)
+    chunk = max(1, min(SMAX_CHUNK, steps // num_envs))
+    calls = max(1, round(steps / (chunk * num_envs)))
+    run = jax.jit(jax.vmap(lambda k, s: jax.lax.scan(env_step, (k, s), None, length=chunk)[0]))
+    keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+    carry = (keys, jax.vmap(env.reset)(keys)[1])
+    # Warm-up: the first call compiles for reset's state, the second once more for the state
+    # ``step`` returns (weak types differ); later calls reuse that.
+    for _ in range(2):
+        carry = jax.block_until_ready(run(*carry))
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            carry = run(*carry)
+        jax.block_until_ready(carry)
+        times.append(time.perf_counter() - start)
+    return num_envs * chunk * calls / float(np.median(times))
 
 
+def _smax_child(variant: str, num_envs: int, threads: int, steps: int) -> None:
+    """Child-process entry: restrict this process to ``threads`` cores and XLA to as many
+    threads before JAX starts, then print the measured env-steps/s."""
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                               + ("true" if threads > 1 else "false")
+                               + f" intra_op_parallelism_threads={threads}").strip()
+    print(json.dumps({"env_steps_per_s": smax_steps_per_second(variant, num_envs, steps)}))
+
+
+@pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("num_envs", SC2_ENV_COUNTS)
-def test_smax_env_steps_per_second(record_throughput, num_envs):
+@pytest.mark.parametrize("name", list(SMAX_VARIANTS))
+def test_smax_env_steps_per_second(record_throughput, name, num_envs, threads):
     if importlib.util.find_spec("jaxmarl") is None:
-        pytest.skip("jaxmarl is not installed (optional extra): no SMAX comparison in this run")
-    steps = max(20, round(SC2_STEPS / num_envs))
-    smax_steps_per_second(num_envs, min(steps, 200))  # warm-up
-    rate = smax_steps_per_second(num_envs, steps)
-    record_throughput("sc2_env_steps", ("smax_3s5z", num_envs, 0), rate)
+        pytest.skip("jaxmarl is not installed (optional extra `pip install cpfast[bench-smax]`): "
+                    "no SMAX comparison in this run")
+    if threads > len(os.sched_getaffinity(0)):
+        pytest.skip(f"{threads} threads need {threads} cores")
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+            f"from bench_envs import _smax_child; "
+            f"_smax_child({SMAX_VARIANTS[name]!r}, {num_envs}, {threads}, {SMAX_STEPS})")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert child.returncode == 0, child.stderr[-4000:]
+    rate = json.loads(child.stdout.strip().splitlines()[-1])["env_steps_per_s"]
+    record_throughput("sc2_env_steps", (name, num_envs, threads), rate)
 
 
 def summarize_sc2_throughput(results: dict) -> list[str]:
     if not results:
         return []
-    smax = {n: v for (name, n, _), v in results.items() if name == "smax_3s5z"}
-    lines = ["", "StarCraft 8v8 env-steps/s   threads=1     threads=2   SMAX 3s5z (same N)   best / SMAX"]
-    for name, num_envs in sorted({(n, e) for n, e, _ in results if n != "smax_3s5z"}):
-        one, two = results.get((name, num_envs, 1)), results.get((name, num_envs, 2))
-        cells = [f"{v:12,.0f}" if v else f"{'-':>12}" for v in (one, two)]
-        ref = smax.get(num_envs)
-        best = max(v for v in (one, two) if v)
-        ref_cell = f"{ref:18,.0f}" if ref else f"{'not installed':>18}"
-        ratio = f"{best / ref:10,.0f}x" if ref else f"{'-':>11}"
-        lines.append(f"{name:12s} N={num_envs:<5d} {cells[0]}  {cells[1]}  {ref_cell}   {ratio}")
+    lines = ["", "StarCraft 8v8 env-steps/s         threads=1     threads=2"]
+    order = [n for n in (*SC2_8V8, *SMAX_VARIANTS) if any(k[0] == n for k in results)]
+    for name in order:
+        for num_envs in sorted({e for n, e, _ in results if n == name}):
+            cells = [results.get((name, num_envs, t)) for t in THREADS]
+            cells = [f"{v:12,.0f}" if v else f"{'-':>12}" for v in cells]
+            lines.append(f"{name:21s} N={num_envs:<5d} {cells[0]}  {cells[1]}")
+    smax_names = [n for n in SMAX_VARIANTS if n in order]
+    if not smax_names:
+        return lines + ["SMAX: jaxmarl is not installed (optional extra bench-smax), no comparison"]
+    lines += ["", "micro-sim / SMAX (same N, same threads)   threads=1     threads=2   target 100x"]
+    for name in SC2_8V8:
+        for ref in smax_names:
+            for num_envs in sorted({e for n, e, _ in results if n == name}):
+                ratios = [results.get((name, num_envs, t), 0) / results[(ref, num_envs, t)]
+                          if results.get((ref, num_envs, t)) else None for t in THREADS]
+                cells = [f"{r:11,.0f}x" if r else f"{'-':>12}" for r in ratios]
+                met = "met" if all(r and r >= 100 for r in ratios) else "NOT met"
+                lines.append(f"{name[4:]:10s}/ {ref[5:]:17s} N={num_envs:<5d} {cells[0]}  {cells[1]}   {met}")
     return lines

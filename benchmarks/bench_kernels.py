@@ -9,7 +9,7 @@ rollouts of Resource Collection (team sizes 2-4 of 6 slots), as in training.
 
 Attention paths, all computing the player's attention as the network does (keys = values = the
 shared rows h, one output per head): ``fused`` (cpfast._kernels), ``torch`` (the best pure-torch
-formulation, the one ``kernels="torch"`` runs: agent-major batched matmuls) and ``twin`` (the
+formulation, ``cpfast.nn.attention.pooled_heads_torch``, which ``kernels="torch"`` runs) and ``twin`` (the
 operator's reference, ``cpfast.ops.entity_attention_reference``). Ratios are against the
 faster of the two pure-torch paths.
 """
@@ -20,6 +20,7 @@ import torch
 from cpfast import ops
 from cpfast.config import preset
 from cpfast.learner import prepare_batch
+from cpfast.nn.attention import pooled_heads_torch
 from cpfast.ops import fused
 
 from bench_train import filled_buffer, median_update_seconds
@@ -40,19 +41,10 @@ def paper_batch():
     return prepare_batch(buffer.sample(SEGMENTS, torch.Generator().manual_seed(0)))
 
 
-def torch_attention(q, h, mask, scale):
-    """The pure-torch path of cpfast.nn.EntityAttention: q [R, A, H, d], h [R, N, d]."""
-    rows, agents, heads, dim = q.shape
-    scores = torch.bmm(q.reshape(rows, agents * heads, dim), h.transpose(1, 2)).view(rows, agents, heads, -1) * scale
-    probs = ops.masked_attention_probs(scores, mask.unsqueeze(2))
-    return torch.bmm(probs.view(rows, agents * heads, -1), h).view(rows, agents, heads, dim)
-
-
-ATTENTION_PATHS = {
-    "fused": lambda q, h, mask, scale: fused.entity_attention_op(q, h.unsqueeze(2), None, mask, scale, False)[0],
-    "torch": torch_attention,
-    "twin": lambda q, h, mask, scale: ops.entity_attention_reference(q, h.unsqueeze(2), h.unsqueeze(2), mask, scale,
-                                                                     False),
+ATTENTION_PATHS = {  # queries come pre-scaled, as in the network (the scale is folded into W_Q W_K^T)
+    "fused": lambda q, h, mask: fused.entity_attention_op(q, h.unsqueeze(2), None, mask, 1.0, False)[0],
+    "torch": pooled_heads_torch,
+    "twin": lambda q, h, mask: ops.entity_attention_reference(q, h.unsqueeze(2), h.unsqueeze(2), mask, 1.0, False),
 }
 
 
@@ -77,9 +69,9 @@ def test_entity_attention(benchmark, record_throughput, paper_batch, path):
     rows, agents, entities = mask.shape
     # Absent agents' query rows are zero in the network (their projections are skipped).
     active = mask.any(-1).to(torch.float32)[..., None, None]
-    q = (torch.randn(rows, agents, HEADS, DIM, generator=gen) * 0.1).to(DEVICE) * active
+    q = (torch.randn(rows, agents, HEADS, DIM, generator=gen) * 0.1 * DIM ** -0.5).to(DEVICE) * active
     h = torch.randn(rows, entities, DIM, generator=gen).to(DEVICE)
-    seconds = time_forward_backward(benchmark, lambda q, h: ATTENTION_PATHS[path](q, h, mask, DIM ** -0.5), [q, h])
+    seconds = time_forward_backward(benchmark, lambda q, h: ATTENTION_PATHS[path](q, h, mask), [q, h])
     record_throughput("kernels", ("entity_attention", path, str(DEVICE), torch.get_num_threads()), seconds)
 
 

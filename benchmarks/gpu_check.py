@@ -107,7 +107,7 @@ def median_seconds(torch, fn, device, rounds: int, warmup: int = 3) -> float:
 
 def time_ops(torch, ops, device, rounds, compile_too) -> dict[str, float]:
     """Forward + backward of each op at paper sizes: fused, torch eager, torch.compile."""
-    from bench_kernels import torch_attention
+    from cpfast.nn.attention import pooled_heads_torch
     from test_kernels import attention_inputs, mix_inputs
 
     gen = torch.Generator().manual_seed(0)
@@ -115,10 +115,10 @@ def time_ops(torch, ops, device, rounds, compile_too) -> dict[str, float]:
     h = h[:, :, 0]
     present = (mask.sum(-1) > 0).float()
     w1, b1, w2, b2, mq, _ = mix_inputs(gen, 2560, 1, 6, 128, device, torch.float32)
-    scale = 128 ** -0.5
+    q = q * 128 ** -0.5  # pre-scaled, as in the network
     attention = {
-        "fused": lambda q, h: ops.fused.entity_attention_op(q, h.unsqueeze(2), None, mask, scale, False)[0],
-        "torch eager": lambda q, h: torch_attention(q, h, mask, scale),
+        "fused": lambda q, h: ops.fused.entity_attention_op(q, h.unsqueeze(2), None, mask, 1.0, False)[0],
+        "torch eager": lambda q, h: pooled_heads_torch(q, h, mask),
     }
     mix = {
         "fused": lambda *xs: ops.qmix_mix(*xs, present, kernels="fused"),

@@ -44,20 +44,26 @@ class EntityAttention(nn.Module):
         # On GPUs the index needs a host sync, so every row is computed.
         agents = h[:, :n_agents].reshape(rows * n_agents, dim)
         active = mask.reshape(rows * n_agents, n_entities).any(-1).nonzero().squeeze(1) if x.is_cpu else None
-        # Agent-major, head-minor layout [R, A*H, dh] throughout: a query row's H heads sit next
-        # to each other, so the per-row products need no transposes and the pooled rows come
-        # out already concatenated over heads for the value projection.
-        queries = _rows_matmul(agents, bilinear, active)
-        if ops.use_fused("entity_attention", self.kernels, ops.attention_fallback_reason(queries, h, h, mask)):
-            shared = h.unsqueeze(2)  # [R, N_E, 1, dh]: keys and values shared by every head
-            pooled = ops.fused.entity_attention_op(queries.view(rows, n_agents, heads, dim), shared, None, mask,
-                                                   1.0, False)[0]
-            return _rows_matmul(pooled.view(rows * n_agents, heads * dim), w_v, active).view(rows, n_agents, dim)
-        queries = queries.view(rows, n_agents * heads, dim)
-        scores = torch.bmm(queries, h.transpose(1, 2)).view(rows, n_agents, heads, n_entities)
-        probs = masked_attention_probs(scores, mask.unsqueeze(2).to(scores.dtype))
-        pooled = torch.bmm(probs.view(rows, n_agents * heads, n_entities), h).view(rows * n_agents, heads * dim)
-        return _rows_matmul(pooled, w_v, active).view(rows, n_agents, dim)
+        queries = _rows_matmul(agents, bilinear, active).view(rows, n_agents, heads, dim)
+        shared = h.unsqueeze(2)  # [R, N_E, 1, dh]: keys and values shared by every head
+        if ops.use_fused("entity_attention", self.kernels, ops.attention_fallback_reason(queries, shared, shared, mask)):
+            pooled = ops.fused.entity_attention_op(queries, shared, None, mask, 1.0, False)[0]
+        else:
+            pooled = pooled_heads_torch(queries, h, mask)
+        return _rows_matmul(pooled.reshape(rows * n_agents, heads * dim), w_v, active).view(rows, n_agents, dim)
+
+
+def pooled_heads_torch(queries: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The pure-torch path between the projections: queries [R, A, H, dh] (already scaled),
+    keys = values h [R, N_E, dh], mask [R, A, N_E] -> every head's pooled rows [R, A, H, dh].
+
+    Agent-major, head-minor layout [R, A*H, dh] throughout: a query row's H heads sit next to
+    each other, so the per-row products need no transposes and the pooled rows come out
+    already concatenated over heads for the value projection."""
+    rows, n_agents, heads, dim = queries.shape
+    scores = torch.bmm(queries.reshape(rows, n_agents * heads, dim), h.transpose(1, 2)).view(rows, n_agents, heads, -1)
+    probs = masked_attention_probs(scores, mask.unsqueeze(2).to(scores.dtype))
+    return torch.bmm(probs.view(rows, n_agents * heads, -1), h).view(rows, n_agents, heads, dim)
 
 
 def _rows_matmul(x: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:

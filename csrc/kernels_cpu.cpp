@@ -10,6 +10,7 @@
 #include "kernels.h"
 #include "mixing_math.h"
 #include "thread_pool.h"
+#include <omp.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CPFAST_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -23,17 +24,17 @@ namespace {
 
 template <class Body>
 void ParallelRows(int64_t rows, int num_threads, Body body) {
-  static std::mutex mutex;
-  static std::unique_ptr<ThreadPool> pool;
-  std::lock_guard<std::mutex> lock(mutex);
   const int threads = std::max(1, std::min<int>(num_threads, static_cast<int>(std::min<int64_t>(rows, 1 << 20))));
   if (threads == 1) {
     body(0, static_cast<int>(rows));
     return;
   }
-  // No spinning: a kernel call lasts milliseconds, and torch's own threads need the cores between calls.
-  if (!pool || pool->num_threads() != threads) pool = std::make_unique<ThreadPool>(threads, /*spins=*/0);
-  pool->ParallelFor(static_cast<int>(rows), body);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    const int64_t begin = rows * t / n, end = rows * (t + 1) / n;
+    if (begin < end) body(static_cast<int>(begin), static_cast<int>(end));
+  }
 }
 
 // 32-byte vectors (GCC/Clang vector extensions): one AVX register in the x86-64-v3 clone,

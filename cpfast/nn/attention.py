@@ -44,13 +44,25 @@ class EntityAttention(nn.Module):
         # On GPUs the index needs a host sync, so every row is computed.
         agents = h[:, :n_agents].reshape(rows * n_agents, dim)
         active = mask.reshape(rows * n_agents, n_entities).any(-1).nonzero().squeeze(1) if x.is_cpu else None
-        queries = _rows_matmul(agents, bilinear, active).view(rows, n_agents, heads, dim)
         shared = h.unsqueeze(2)  # [R, N_E, 1, dh]: keys and values shared by every head
-        if ops.use_fused("entity_attention", self.kernels, ops.attention_fallback_reason(queries, shared, shared, mask)):
+        query_like = agents.view(rows, n_agents, 1, dim)  # what the dispatcher checks: device, dtype, width
+        fused = ops.use_fused("entity_attention", self.kernels,
+                              ops.attention_fallback_reason(query_like, shared, shared, mask))
+        if fused:
+            # The kernel never reads the query or output-gradient rows of a fully masked query,
+            # so those rows of the [R*A, H*dh] tensors are left unwritten instead of zeroed.
+            queries = _rows_matmul(agents, bilinear, active, fill=False).view(rows, n_agents, heads, dim)
             pooled = ops.fused.entity_attention_op(queries, shared, None, mask, 1.0, False)[0]
+            pooled = pooled.reshape(rows * n_agents, heads * dim)
+            selected = pooled if active is None else _TakeRows.apply(pooled, active)
         else:
-            pooled = pooled_heads_torch(queries, h, mask)
-        return _rows_matmul(pooled.reshape(rows * n_agents, heads * dim), w_v, active).view(rows, n_agents, dim)
+            queries = _rows_matmul(agents, bilinear, active).view(rows, n_agents, heads, dim)
+            pooled = pooled_heads_torch(queries, h, mask).reshape(rows * n_agents, heads * dim)
+            selected = pooled if active is None else pooled.index_select(0, active)
+        out = selected @ w_v
+        if active is not None:  # absent agents' outputs are read downstream: exact zeros
+            out = out.new_zeros(rows * n_agents, dim).index_copy_(0, active, out)
+        return out.view(rows, n_agents, dim)
 
 
 def pooled_heads_torch(queries: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -66,8 +78,28 @@ def pooled_heads_torch(queries: torch.Tensor, h: torch.Tensor, mask: torch.Tenso
     return torch.bmm(probs.view(rows, n_agents * heads, -1), h).view(rows, n_agents, heads, dim)
 
 
-def _rows_matmul(x: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """x @ weight, computed only for ``rows`` (the others are 0) when given."""
+def _rows_matmul(x: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor | None, fill: bool = True) -> torch.Tensor:
+    """x @ weight, computed only for ``rows`` when given; the other rows are 0, or left
+    uninitialised with ``fill=False`` (for a consumer that never reads them)."""
     if rows is None:
         return x @ weight
-    return x.new_zeros(x.shape[0], weight.shape[1]).index_copy(0, rows, x.index_select(0, rows) @ weight)
+    out = x.new_zeros(x.shape[0], weight.shape[1]) if fill else x.new_empty(x.shape[0], weight.shape[1])
+    # In place: the out-of-place index_copy would first clone ``out``.
+    return out.index_copy_(0, rows, x.index_select(0, rows) @ weight)
+
+
+class _TakeRows(torch.autograd.Function):
+    """``x.index_select(0, rows)`` whose backward leaves the gradient of the rows not taken
+    uninitialised instead of zero-filling a [R*A, H*dh] tensor: only for the fused attention's
+    output, whose backward never reads the rows of fully masked queries (the rows not taken)."""
+
+    @staticmethod
+    def forward(ctx, x, rows):
+        ctx.save_for_backward(rows)
+        ctx.n_rows = x.shape[0]
+        return x.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (rows,) = ctx.saved_tensors
+        return grad.new_empty(ctx.n_rows, grad.shape[1]).index_copy_(0, rows, grad), None

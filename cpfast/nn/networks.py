@@ -45,7 +45,7 @@ def on_rows(layer, x: torch.Tensor, rows: torch.Tensor | None, fill: torch.Tenso
     values = layer(flat.index_select(0, rows))
     out = values.new_zeros(flat.shape[0], values.shape[-1]) if fill is None else \
         fill.expand(flat.shape[0], values.shape[-1]).clone()
-    return out.index_copy(0, rows, values).view(*x.shape[:-1], values.shape[-1])
+    return out.index_copy_(0, rows, values).view(*x.shape[:-1], values.shape[-1])
 
 
 def set_kernels(module: nn.Module, kernels: str) -> nn.Module:

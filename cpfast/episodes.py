@@ -8,18 +8,23 @@ import numpy as np
 
 from .envs.vec_env import VecEnv
 
+# Episode outcomes of envs that report them (StarCraft): the info flag set on an episode's last
+# step (exactly one of them) -> the name of its rate. A time-out is a draw.
+OUTCOMES = {"battle_won": "win_rate", "battle_draw": "draw_rate", "battle_lost": "loss_rate"}
+
 
 def run_episodes(env: VecEnv, policy: Callable[[dict], np.ndarray], n_episodes: int) -> dict[str, np.ndarray]:
     """Resets ``env`` and steps it until at least ``n_episodes`` episodes have ended.
 
     Returns ``returns`` (team return of each finished episode, in the order they finished)
-    and ``team_sizes`` (present agents at the episode's start), plus ``env_steps`` taken.
+    and ``team_sizes`` (present agents at the episode's start), plus ``env_steps`` taken; for
+    envs that report outcomes also ``outcomes`` (the ``OUTCOMES`` key of each episode).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be positive, got {n_episodes}")
     obs = env.reset()
     start_size = obs["agent_present"].sum(axis=1)
-    returns, sizes, env_steps = [], [], 0
+    returns, sizes, outcomes, env_steps = [], [], [], 0
     while len(returns) < n_episodes:
         obs, _, terminated, truncated, info = env.step(policy(obs))
         env_steps += env.num_envs
@@ -27,4 +32,10 @@ def run_episodes(env: VecEnv, policy: Callable[[dict], np.ndarray], n_episodes: 
         returns.extend(info["episode_return"][done].tolist())
         sizes.extend(start_size[done].tolist())
         start_size[done] = obs["agent_present"][done].sum(axis=1)
-    return {"returns": np.array(returns), "team_sizes": np.array(sizes), "env_steps": env_steps}
+        if all(key in info for key in OUTCOMES):
+            flags = np.stack([info[key][done] for key in OUTCOMES], axis=1)  # [done, 3], one 1 per row
+            outcomes.extend(np.array(list(OUTCOMES))[flags.argmax(axis=1)].tolist())
+    result = {"returns": np.array(returns), "team_sizes": np.array(sizes), "env_steps": env_steps}
+    if all(key in info for key in OUTCOMES):
+        result["outcomes"] = np.array(outcomes)
+    return result

@@ -5,7 +5,8 @@
 
 Each run's checkpoint is evaluated with greedy players and mean strategies on the same evaluation
 episodes; runs are grouped by method and reported as mean ± std(ddof=0)/sqrt(n_seeds) over seeds.
-Writes eval.csv (one row per run, composition and beta) and eval.md (the grouped table).
+Writes eval.csv (one row per run, composition and beta) and eval.md (the grouped table). StarCraft
+runs add win, draw and loss rates (a time-out is a draw) to both.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from . import checkpoint
 from .checkpoint import CheckpointError
 from .config import Config, from_dict
 from .envs import REGISTRY, make_env
+from .episodes import OUTCOMES
 from .learner import Networks
 from .rollout import evaluate
 from .train import resolve_device
@@ -31,6 +33,7 @@ COMPOSITIONS = ("train", "n5", "n6", "dynamic")
 BETAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
 CSV_FIELDS = ("run_dir", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
               "return_se", "comm_frequency")
+OUTCOME_FIELDS = tuple(OUTCOMES.values())  # win_rate, draw_rate, loss_rate: envs that report outcomes
 NA = "n/a"  # beta and communication frequency of methods without a coach (pandas reads it as NaN)
 
 
@@ -63,7 +66,8 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
     """One row per run x composition x beta (a single row per composition for coachless methods,
     with ``beta`` and ``comm_frequency`` None). ``return_se`` is over that run's episodes.
     ``compositions=None`` takes each run's environment's evaluation set (Resource Collection:
-    train, n5, n6, dynamic; StarCraft: train). Rows of StarCraft runs also carry ``win_rate``."""
+    train, n5, n6, dynamic; StarCraft: train). Rows of StarCraft runs also carry ``win_rate``,
+    ``draw_rate`` and ``loss_rate``."""
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -82,7 +86,7 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
                     "beta": None if beta is None else float(beta), "episodes": episodes,
                     "return": result["return"], "return_se": result["return_se"],
                     "comm_frequency": result["comm_frequency"] if cfg.uses_coach else None,
-                } | ({"win_rate": result["win_rate"]} if "win_rate" in result else {}))
+                } | {k: result[k] for k in OUTCOME_FIELDS if k in result})
     return rows
 
 
@@ -107,21 +111,26 @@ def summarise(rows: list[dict]) -> list[dict]:
         summary.append({"method": method, "composition": composition, "beta": beta,
                         "seeds": sorted(r["seed"] for r in group), "return": ret, "return_se": ret_se,
                         "comm_frequency": comm, "comm_frequency_se": comm_se})
+        if all(r.get(k) is not None for r in group for k in OUTCOME_FIELDS):
+            for k in OUTCOME_FIELDS:
+                summary[-1][k], summary[-1][f"{k}_se"] = mean_se([r[k] for r in group])
     return summary
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
+    """CSV_FIELDS, plus OUTCOME_FIELDS when some row has them (n/a in the rows that do not)."""
+    fields = CSV_FIELDS + (OUTCOME_FIELDS if any(k in row for row in rows for k in OUTCOME_FIELDS) else ())
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: NA if row[k] is None else row[k] for k in CSV_FIELDS})
+            writer.writerow({k: NA if row.get(k) is None else row[k] for k in fields})
 
 
 def read_csv(path: str | Path) -> list[dict]:
     """eval.csv back into rows as evaluate_runs returns them."""
     numeric = {"seed": int, "env_steps": int, "episodes": int, "beta": float, "return": float, "return_se": float,
-               "comm_frequency": float}
+               "comm_frequency": float, **{k: float for k in OUTCOME_FIELDS}}
     with open(path, newline="") as f:
         return [{k: (None if v in (NA, "") else numeric[k](v) if k in numeric else v) for k, v in row.items()}
                 for row in csv.DictReader(f)]
@@ -129,11 +138,15 @@ def read_csv(path: str | Path) -> list[dict]:
 
 def markdown_table(summary: list[dict]) -> str:
     header = ("method", "composition", "β", "seeds", "return (mean ± s.e.)", "comm. frequency (mean ± s.e.)")
+    outcomes = any("win_rate" in s for s in summary)
+    if outcomes:  # StarCraft
+        header += tuple(f"{k.split('_')[0]} rate (mean ± s.e.)" for k in OUTCOME_FIELDS)
     lines = [header]
     for s in summary:
         comm = NA if s["beta"] is None else f"{s['comm_frequency']:.1%} ± {s['comm_frequency_se']:.1%}"
+        rates = tuple(f"{s[k]:.1%} ± {s[f'{k}_se']:.1%}" if k in s else NA for k in OUTCOME_FIELDS) if outcomes else ()
         lines.append((s["method"], s["composition"], NA if s["beta"] is None else f"{s['beta']:g}",
-                      str(len(s["seeds"])), f"{s['return']:.2f} ± {s['return_se']:.2f}", comm))
+                      str(len(s["seeds"])), f"{s['return']:.2f} ± {s['return_se']:.2f}", comm, *rates))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([fmt(lines[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, lines[1:])])

@@ -1,6 +1,11 @@
 """Run a reference policy on an environment and report episode rewards and speed.
 
     python -m cpfast.play --policy scripted --composition train --episodes 64
+    python -m cpfast.play --env sc2_3-8MMM --policy focus_fire --episodes 100 --gif battle.gif
+
+Every registered environment works through the common interface. Policies: ``random`` (any env)
+and the env's scripted heuristic, ``scripted`` or by its own name (Resource Collection:
+scripted; Rescue: greedy; StarCraft: focus_fire). StarCraft also reports win / draw / loss rates.
 """
 
 from __future__ import annotations
@@ -12,50 +17,61 @@ import numpy as np
 
 from .envs import REGISTRY, make_env
 from .envs.render import record_episode_gif
-from .episodes import run_episodes
-from .policies import GreedyRescuePolicy, RandomPolicy, ScriptedResourcePolicy
-
-POLICIES = {
-    "random": lambda spec, seed: RandomPolicy(spec, seed),
-    "scripted": lambda spec, seed: ScriptedResourcePolicy(spec),  # resource_collection
-    "greedy": lambda spec, seed: GreedyRescuePolicy(spec),  # rescue
-}
-DEFAULT_POLICY = {"resource_collection": "scripted", "rescue": "greedy"}
+from .episodes import OUTCOMES, run_episodes
+from .policies import RandomPolicy, make_policy, policy_names
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cpfast.play", description=__doc__.splitlines()[0])
     p.add_argument("--env", default="resource_collection", choices=sorted(REGISTRY))
     p.add_argument("--composition", default="train")
-    p.add_argument("--policy", default=None, choices=sorted(POLICIES),
-                   help="random (any env), scripted (resource_collection) or greedy (rescue); default: the env's scripted one")
+    p.add_argument("--policy", default=None,
+                   help="random (any env), or the env's scripted heuristic: scripted (any env with one), "
+                        "greedy (rescue), focus_fire (sc2_*); default: the env's scripted one")
     p.add_argument("--episodes", type=int, default=144, help="episodes to finish (default 144: three rounds of the 2-3-4 rotation)")
     p.add_argument("--num-envs", type=int, default=48, help="environments stepped together")
     p.add_argument("--threads", type=int, default=None, help="C++ threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speed-envs", type=int, default=1024, help="envs for the env-only speed check (0: skip)")
     p.add_argument("--gif", default=None, help="also write one episode of env 0 to this GIF")
-    return p.parse_args(argv)
+    p.add_argument("--gif-frames", type=int, default=None,
+                   help="stop the GIF after this many frames (default: the whole episode)")
+    args = p.parse_args(argv)
+    names = policy_names(args.env)
+    if args.policy is None:
+        args.policy = names[-1]  # the env's own scripted heuristic, else random
+    elif args.policy not in names:
+        p.error(f"policy {args.policy!r} is not available for {args.env}; choose one of: {', '.join(names)}")
+    counts = (("--episodes", args.episodes), ("--num-envs", args.num_envs), ("--gif-frames", args.gif_frames))
+    for flag, value in counts:
+        if value is not None and value < 1:
+            p.error(f"{flag} must be positive, got {value}")
+    return args
 
 
 def env_speed(name: str, composition: str, num_envs: int, threads: int | None, steps: int = 100) -> float:
-    """Env-steps per second of the batched runner alone (random actions drawn beforehand)."""
+    """Env-steps per second of the batched runner alone: random available actions, drawn outside
+    the timed calls (availability changes as StarCraft units die, so they are drawn per step)."""
     env = make_env(name, num_envs=num_envs, seed=0, composition=composition, num_threads=threads)
-    obs = env.reset()
-    actions = [RandomPolicy(env.spec, k)(obs) for k in range(8)]
-    env.step(actions[0])
-    start = time.perf_counter()
-    for t in range(steps):
-        env.step(actions[t % 8])
-    return num_envs * steps / (time.perf_counter() - start)
+    policy = RandomPolicy(env.spec, 0)
+    obs = env.step(policy(env.reset()))[0]
+    elapsed = 0.0
+    for _ in range(steps):
+        actions = policy(obs)
+        start = time.perf_counter()
+        obs = env.step(actions)[0]
+        elapsed += time.perf_counter() - start
+    return num_envs * steps / elapsed
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.policy is None:
-        args.policy = DEFAULT_POLICY.get(args.env, "random")
-    env = make_env(args.env, num_envs=args.num_envs, seed=args.seed, composition=args.composition, num_threads=args.threads)
-    policy = POLICIES[args.policy](env.spec, args.seed)
+    try:
+        env = make_env(args.env, num_envs=args.num_envs, seed=args.seed, composition=args.composition,
+                       num_threads=args.threads)
+    except ValueError as error:  # an unknown composition or a bad count: a message, not a trace
+        raise SystemExit(f"error: {error}") from None
+    policy = make_policy(args.policy, env.spec, args.seed)
     start = time.perf_counter()
     result = run_episodes(env, policy, args.episodes)
     elapsed = time.perf_counter() - start
@@ -66,14 +82,21 @@ def main(argv=None) -> None:
     for size in np.unique(sizes):
         part = returns[sizes == size]
         print(f"    team of {size} at start: {part.mean():8.2f} over {len(part)} episodes")
+    if "outcomes" in result:
+        rates = {rate: float(np.mean(result["outcomes"] == key)) for key, rate in OUTCOMES.items()}
+        result.update(rates)
+        print(f"  win {rates['win_rate']:.1%}, draw {rates['draw_rate']:.1%} (time-outs included), "
+              f"loss {rates['loss_rate']:.1%}")
     print(f"  rollout (policy + env): {result['env_steps'] / elapsed:,.0f} env-steps/s")
     if args.speed_envs > 0:
         speed = env_speed(args.env, args.composition, args.speed_envs, args.threads)
         print(f"  env alone, {args.speed_envs} envs: {speed:,.0f} env-steps/s")
     if args.gif:
         gif_env = make_env(args.env, num_envs=1, seed=args.seed, composition=args.composition, num_threads=1)
-        path = record_episode_gif(gif_env, POLICIES[args.policy](gif_env.spec, args.seed), args.gif)
+        path = record_episode_gif(gif_env, make_policy(args.policy, gif_env.spec, args.seed), args.gif,
+                                  max_frames=args.gif_frames)
         print(f"  wrote {path}")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Reference policies: uniform random (any environment), a scripted Resource Collection
-policy that acts only through actions, and the Rescue greedy policy (rescue_game.md §10). Both map a batch of observations (the dict returned
-by ``VecEnv.reset``/``step``) to actions [B, N_A]."""
+policy that acts only through actions, the Rescue greedy policy (rescue_game.md §10) and the
+StarCraft focus-fire policy. Each maps a batch of observations (the dict returned by
+``VecEnv.reset``/``step``) to actions [B, N_A]; ``make_policy`` builds one by name for an env."""
 
 from __future__ import annotations
 
@@ -222,3 +223,31 @@ class ScriptedFocusFirePolicy:
         walk = np.where(gain.max(axis=-1) > 0.5, 2 + gain.argmax(axis=-1), 1)
         actions = np.where(has_target, actions, walk)
         return np.where(avail[..., 1], actions, 0).astype(np.int64)  # the dead take the no-op
+
+
+# Each environment's scripted heuristic under its own name; every env also offers "random", and
+# "scripted" names the env's own heuristic.
+SCRIPTED_POLICIES = {
+    "resource_collection": ("scripted", lambda spec, seed: ScriptedResourcePolicy(spec)),
+    "rescue": ("greedy", lambda spec, seed: GreedyRescuePolicy(spec)),
+    "sc2_3-8sz": ("focus_fire", lambda spec, seed: ScriptedFocusFirePolicy(spec)),
+    "sc2_3-8MMM": ("focus_fire", lambda spec, seed: ScriptedFocusFirePolicy(spec)),
+}
+
+
+def policy_names(env_name: str) -> tuple[str, ...]:
+    """The policy names ``make_policy`` accepts for ``env_name``."""
+    if env_name not in SCRIPTED_POLICIES:
+        return ("random",)
+    own = SCRIPTED_POLICIES[env_name][0]
+    return ("random", "scripted") + ((own,) if own != "scripted" else ())
+
+
+def make_policy(name: str, spec: EnvSpec, seed: int = 0):
+    """Policy ``name`` (see ``policy_names``) for the env of ``spec``; ValueError for a name the env lacks."""
+    names = policy_names(spec.name)
+    if name not in names:
+        raise ValueError(f"policy {name!r} is not available for {spec.name}; choose one of: {', '.join(names)}")
+    if name == "random":
+        return RandomPolicy(spec, seed)
+    return SCRIPTED_POLICIES[spec.name][1](spec, seed)

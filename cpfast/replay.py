@@ -93,6 +93,28 @@ class SegmentWindows:
             self.start_prev = np.zeros((n_envs, period + 1, spec.max_agents), dtype=np.uint8)
         self.t = np.zeros(n_envs, dtype=np.int64)  # episode-local step of each env
 
+    def state_dict(self) -> dict:
+        """The partly filled windows and episode steps (copies): a run checkpointed while episodes
+        are under way (StarCraft) resumes cutting the same segments."""
+        state = {"t": self.t.copy(), "ring": {k: v.copy() for k, v in self.ring.items()}}
+        if self.state_dim:
+            state["start_state"], state["start_prev"] = self.start_state.copy(), self.start_prev.copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        ours = {"t": self.t, **self.ring, **({"start_state": self.start_state, "start_prev": self.start_prev}
+                                            if self.state_dim else {})}
+        theirs = {"t": state.get("t"), **state.get("ring", {}),
+                  **{k: state[k] for k in ("start_state", "start_prev") if k in state}}
+        if set(theirs) != set(ours):
+            raise ValueError("segment windows checkpoint does not match this configuration")
+        for name, array in ours.items():
+            if np.shape(theirs[name]) != array.shape:
+                raise ValueError(f"segment windows field {name!r} has shape {np.shape(theirs[name])}, "
+                                 f"expected {array.shape}")
+        for name, array in ours.items():
+            array[...] = theirs[name]
+
     def append(self, obs, player_mask, actions, reward, terminated, truncated, final_obs, final_player_mask,
                behaviour_state=None, prev_actions=None) -> dict[str, np.ndarray]:
         """Records step t of every env (its observation, the mask its players used, actions and

@@ -10,6 +10,7 @@ import torch
 
 from .config import Config
 from .envs import make_env
+from .episodes import OUTCOMES
 from .learner import Networks
 from .nn import full_mask
 
@@ -57,6 +58,25 @@ class Actor:
         if self.strategy is not None:
             self.strategy[index] = 0
 
+    def state_dict(self) -> dict:
+        """Memory, previous actions and held strategies (on the CPU): mid-episode acting state."""
+        state = {"state": self.state.cpu(), "prev_actions": self.prev_actions.cpu()}
+        if self.strategy is not None:
+            state["strategy"] = self.strategy.cpu()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        ours = {"state": self.state, "prev_actions": self.prev_actions,
+                **({"strategy": self.strategy} if self.strategy is not None else {})}
+        if set(state) != set(ours):
+            raise ValueError(f"actor checkpoint has {sorted(state)}, expected {sorted(ours)}")
+        for name, tensor in ours.items():
+            if tuple(state[name].shape) != tuple(tensor.shape):
+                raise ValueError(f"actor field {name!r} has shape {tuple(state[name].shape)}, "
+                                 f"expected {tuple(tensor.shape)}")
+        for name, tensor in ours.items():
+            tensor.copy_(state[name])
+
     def reset_slots(self, changed: torch.Tensor) -> None:
         """A join or leave: that slot's memory, previous action and held strategy restart."""
         self.state[changed] = 0
@@ -101,8 +121,9 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     """Greedy players and mean strategies gated by the adaptive rule with threshold ``beta``
     (method.md §13). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
     states for every method and trained seed). Returns the mean team return, its standard
-    error and the communication frequency (sends / decision points), plus ``win_rate`` for
-    envs that report ``info["battle_won"]`` (StarCraft)."""
+    error and the communication frequency (sends / decision points), plus ``win_rate``,
+    ``draw_rate`` and ``loss_rate`` for envs that report episode outcomes (StarCraft: a time-out
+    is a draw, see ``OUTCOMES``)."""
     n_envs = n_envs or min(episodes, 50)
     env = make_env(cfg.env, num_envs=n_envs, seed=0, composition=composition, eval_seed=cfg.eval_seed,
                    num_threads=cfg.num_threads or None)
@@ -111,7 +132,7 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     received = torch.zeros(n_envs, env.spec.max_agents, dtype=torch.bool, device=device)
     sends = decisions = 0
     returns: dict[int, float] = {}
-    wins: dict[int, int] = {}  # envs reporting info["battle_won"] (StarCraft)
+    outcomes: dict[int, str] = {}  # episode -> its OUTCOMES flag, for envs that report them (StarCraft)
     episode_of_env = np.arange(n_envs)  # k = i + j * n_envs
     obs_np = env.reset()
     t = np.zeros(n_envs, dtype=np.int64)
@@ -136,8 +157,9 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
         for e in ended:
             if episode_of_env[e] < episodes:
                 returns[int(episode_of_env[e])] = float(info["episode_return"][e])
-                if "battle_won" in info:
-                    wins[int(episode_of_env[e])] = int(info["battle_won"][e])
+                flags = [key for key in OUTCOMES if key in info and info[key][e]]
+                if flags:
+                    outcomes[int(episode_of_env[e])] = flags[0]
             episode_of_env[e] += n_envs
         t = np.where(terminated | truncated, 0, t + 1)
         if len(ended):
@@ -155,6 +177,9 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
         "return_se": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
         "comm_frequency": sends / decisions if decisions else float("nan"),
     }
-    if wins:
-        result["win_rate"] = float(np.mean([wins[k] for k in range(episodes)]))
+    if all(key in info for key in OUTCOMES):
+        if len(outcomes) != episodes:
+            raise RuntimeError(f"{cfg.env} ended {episodes - len(outcomes)} episodes without an outcome flag")
+        for key, rate in OUTCOMES.items():
+            result[rate] = float(np.mean([outcomes[k] == key for k in range(episodes)]))
     return result

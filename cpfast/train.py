@@ -66,13 +66,19 @@ class Trainer:
         self.recent_returns: collections.deque = collections.deque(maxlen=100)
         self.best_return = -float("inf")
         self.obs = None
+        self.metrics: dict = {}  # the latest update's metrics, logged until the next update
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self, with_buffer: bool) -> dict:
         return {
             "config": to_dict(self.cfg), "learner": self.learner.state_dict(),
             "buffer": self.buffer.state_dict() if with_buffer else None,
+            # Episodes may be under way at a checkpoint (StarCraft ends them early, so they do not line
+            # up with episode-iterations): the envs, the cut of their segments and the players'
+            # memory are all saved, and a resumed run continues bit-exactly.
             "env_states": [self.env.get_state(i) for i in range(self.env.num_envs)],
+            "windows": self.windows.state_dict(), "actor": self.actor.state_dict(),
+            "metrics": {k: float(v) for k, v in self.metrics.items()},
             "rollout_generator": self.rollout_generator.get_state(), "sample_generator": self.sample_generator.get_state(),
             "iteration": self.iteration, "counter": self.counter, "last_update": self.last_update,
             "recent_returns": list(self.recent_returns), "best_return": self.best_return,
@@ -93,6 +99,12 @@ class Trainer:
         for i, state in enumerate(payload["env_states"]):
             self.env.set_state(i, state)
         self.obs = self.env.observation  # rewritten from the restored states by set_state
+        # Checkpoints from before these keys were saved resume with fresh windows and memory:
+        # exact only when they were taken at episode boundaries (Resource Collection, Rescue).
+        if "windows" in payload:
+            self.windows.load_state_dict(payload["windows"])
+            self.actor.load_state_dict(payload["actor"])
+            self.metrics = dict(payload["metrics"])
         self.rollout_generator.set_state(payload["rollout_generator"])
         self.sample_generator.set_state(payload["sample_generator"])
         self.iteration, self.counter, self.last_update = payload["iteration"], payload["counter"], payload["last_update"]
@@ -114,17 +126,16 @@ class Trainer:
         writer = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=self.n_iters, initial=self.iteration, disable=not progress, unit="it", dynamic_ncols=True)
         start, start_counter = time.perf_counter(), self.counter
-        metrics: dict[str, torch.Tensor] = {}
         with open(log_path, "w" if new_log else "a", newline="") as log_file:
             log = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
             if new_log:
                 log.writeheader()
             while self.iteration < last:
                 eps = epsilon(self.iteration, self.n_iters, self.cfg, self.counter)
-                metrics = self._episode_iteration(eps) or metrics
+                self.metrics = self._episode_iteration(eps) or self.metrics
                 self.iteration += 1
                 if self.iteration % self.cfg.log_every == 0 or self.iteration == last:
-                    row = self._log_row(eps, metrics, start, start_counter)
+                    row = self._log_row(eps, self.metrics, start, start_counter)
                     log.writerow(row)
                     log_file.flush()
                     for key, value in row.items():
@@ -246,7 +257,8 @@ def main(argv=None) -> dict:
     result = evaluate(trainer.learner.online, cfg, cfg.composition, cfg.beta, cfg.eval_episodes, trainer.device)
     summary["evaluation"] = result
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    win_rate = f", win rate {result['win_rate']:.1%}" if "win_rate" in result else ""
+    win_rate = (f", win rate {result['win_rate']:.1%} (draws {result['draw_rate']:.1%}, "
+                f"losses {result['loss_rate']:.1%})" if "win_rate" in result else "")
     print(f"{cfg.method} seed {cfg.seed}: {summary['env_steps']:,} env steps, {summary['updates']:,} updates; "
           f"evaluation on {cfg.composition} ({cfg.eval_episodes} episodes, beta {cfg.beta}): "
           f"{result['return']:.2f} ± {result['return_se']:.2f}{win_rate}, communication {result['comm_frequency']:.1%}")

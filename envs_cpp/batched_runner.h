@@ -136,6 +136,10 @@ class BatchedRunner {
     pool_.ParallelFor(n, body);
   }
 
+  // The return of env i's current episode so far: runner state that get_state/set_state carry
+  // with the env's own, so a run resumed mid-episode reports the same episode_return.
+  double& RunningReturn(int i) { return running_return_.at(i); }
+
   // Rewrites env i's observation from its (externally replaced) state.
   void RefreshObservation(int i) {
     envs_.at(i).WriteObservation(obs.At(i, kDims));

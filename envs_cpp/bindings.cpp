@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,15 @@ py::dict ObsViews(ObsBuffers& b, py::handle owner) {
   out["full_mask"] = View(b.full_mask, {n, d.max_agents, d.max_entities}, owner);
   out["avail_actions"] = View(b.avail_actions, {n, d.max_agents, d.n_actions}, owner);
   return out;
+}
+
+// Env i's state fields plus the runner's own per-env state (a null pointer for the probe).
+template <class Env>
+StateFields RunnerStateFields(Env& env, double* running_return) {
+  StateFields fields = env.State();
+  constexpr double kMax = std::numeric_limits<double>::max();
+  fields.push_back({"running_return", DType::kF64, {}, running_return, -kMax, kMax});
+  return fields;
 }
 
 template <class Env>
@@ -158,14 +168,14 @@ void BindRunner(py::module_& m, const char* name) {
                   []() {
                     Env probe;
                     py::list out;
-                    for (const StateField& f : probe.State())
+                    for (const StateField& f : RunnerStateFields(probe, nullptr))
                       out.append(py::make_tuple(f.name, DTypeName(f.dtype), f.shape, f.lo, f.hi));
                     return out;
                   })
       .def("get_state",
            [](Runner& r, int i) {
              py::dict out;
-             for (const StateField& f : r.env(i).State()) {
+             for (const StateField& f : RunnerStateFields(r.env(i), &r.RunningReturn(i))) {
                py::array a(NumpyDType(f.dtype), f.shape);
                std::memcpy(a.mutable_data(), f.data, ElementCount(f) * ElementSize(f.dtype));
                out[f.name.c_str()] = a;
@@ -175,7 +185,7 @@ void BindRunner(py::module_& m, const char* name) {
       // Expects arrays already converted to the exact dtype and shape (the Python layer
       // validates values); checks everything before changing anything.
       .def("set_state", [](Runner& r, int i, py::dict state) {
-        StateFields fields = r.env(i).State();
+        StateFields fields = RunnerStateFields(r.env(i), &r.RunningReturn(i));
         std::vector<std::pair<const StateField*, py::array>> updates;
         for (auto item : state) {
           const std::string key = py::str(item.first);

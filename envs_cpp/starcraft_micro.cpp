@@ -562,12 +562,15 @@ void StarCraftMicro<S>::Step(const int32_t* actions, const StepSlot& out) {
   reward /= info.max_reward / 20.0;
 
   *out.reward = static_cast<float>(reward);
+  const bool timeout = !ended && episode_step_ >= kDims.episode_limit;
   *out.terminated = ended;
-  *out.truncated = !ended && episode_step_ >= kDims.episode_limit;
+  *out.truncated = timeout;
   for (int i = 0; i < kAgents; ++i) out.agent_rewards[i] = 0.0f;
   out.info[0] = win;
-  out.info[1] = *out.truncated;
-  out.info[2] = composition_index_;
+  out.info[1] = draw || timeout;
+  out.info[2] = loss;
+  out.info[3] = timeout;
+  out.info[4] = composition_index_;
   WriteObservation(out.obs);
 }
 

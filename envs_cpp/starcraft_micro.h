@@ -71,7 +71,10 @@ class StarCraftMicro {
   static constexpr int kColPos = kColEnergy + 2;
   static constexpr int kFeat = kColPos + 4;
   static constexpr EnvDims kDims{kAgents, sc2::kUnits, kFeat, kFeat, kFeat, kTypeDim, kActions, 150};
-  static constexpr const char* kInfoKeys[] = {"battle_won", "timeout", "composition_index"};
+  // Outcome of the step that ended an episode (SMAC's battle_won; exactly one of the three is 1
+  // there, all 0 on other steps): a time-out is a draw, as is mutual annihilation in 3-8sz.
+  static constexpr const char* kInfoKeys[] = {"battle_won", "battle_draw", "battle_lost", "timeout",
+                                              "composition_index"};
 
   void Configure(const EnvOptions& options);
   void Seed(uint64_t world_seed, uint64_t composition_seed);

@@ -83,3 +83,47 @@ def test_position_setting_expert_moves_at_most_s_over_20_per_axis_toward_targets
     assert (after["agent_pos"][~present] == before["agent_pos"][~present]).all()
     returns = run_episodes(env, expert, 12)["returns"]
     assert returns.mean() > 30  # the random policy scores about -4 here
+
+
+@pytest.mark.parametrize("env_name", ["resource_collection", "rescue", "sc2_3-8sz", "sc2_3-8MMM"])
+def test_play_runs_every_registered_env_with_its_policies(env_name, tmp_path, capsys):
+    from cpfast.envs import REGISTRY
+    from cpfast.policies import policy_names
+
+    assert env_name in REGISTRY
+    for policy in policy_names(env_name):
+        gif = tmp_path / f"{policy}.gif"
+        result = play_main(["--env", env_name, "--policy", policy, "--episodes", "2", "--num-envs", "2",
+                            "--threads", "1", "--speed-envs", "2", "--gif", str(gif), "--gif-frames", "3"])
+        out = capsys.readouterr().out
+        assert f"{env_name} / train / {policy} policy" in out and "mean episode reward" in out and "env-steps/s" in out
+        assert len(result["returns"]) >= 2 and np.isfinite(result["returns"]).all()
+        with Image.open(gif) as image:
+            assert image.n_frames == 3
+        if env_name.startswith("sc2_"):
+            # Every finished episode has exactly one outcome, and the rates printed are theirs.
+            assert len(result["outcomes"]) == len(result["returns"])
+            rates = [result[k] for k in ("win_rate", "draw_rate", "loss_rate")]
+            assert sum(rates) == pytest.approx(1.0)
+            assert f"win {rates[0]:.1%}, draw {rates[1]:.1%}" in out
+        else:
+            assert "outcomes" not in result and "win " not in out
+
+
+def test_play_default_policy_is_the_envs_scripted_one_and_bad_names_fail_clearly(capsys):
+    from cpfast.play import parse_args
+
+    assert [parse_args(["--env", e]).policy for e in ("resource_collection", "rescue", "sc2_3-8sz", "sc2_3-8MMM")] == \
+        ["scripted", "greedy", "focus_fire", "focus_fire"]
+    with pytest.raises(SystemExit):
+        parse_args(["--env", "sc2_3-8sz", "--policy", "greedy"])
+    assert "policy 'greedy' is not available for sc2_3-8sz; choose one of: random, scripted, focus_fire" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--env", "starcraft"])
+    assert "invalid choice: 'starcraft'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown composition"):
+        play_main(["--env", "sc2_3-8MMM", "--composition", "n5", "--speed-envs", "0"])
+    with pytest.raises(SystemExit):
+        parse_args(["--episodes", "0"])
+    assert "--episodes must be positive" in capsys.readouterr().err

@@ -173,6 +173,48 @@ def test_state_round_trip_and_evaluation_seeding():
     np.testing.assert_array_equal(e1["entities"][2], e2["entities"][0])
 
 
+def record_steps(env, actions):
+    """Steps ``env`` through ``actions`` and copies every output array of every step (of
+    ``info["final"]`` the rows of envs whose episode ended; the others are stale by design)."""
+    trace = []
+    for act in actions:
+        obs, reward, terminated, truncated, info = env.step(act)
+        ended = (terminated | truncated).astype(bool)
+        trace.append({f"obs/{k}": v.copy() for k, v in obs.items()}
+                     | {f"final/{k}": v[ended] for k, v in info["final"].items()}
+                     | {k: np.array(v) for k, v in info.items() if k != "final"}
+                     | {"reward": reward.copy(), "terminated": terminated.copy(), "truncated": truncated.copy()})
+    return trace
+
+
+@pytest.mark.parametrize("name", [SZ, MMM])
+def test_get_state_step_set_state_step_reproduces_identical_arrays(name):
+    """get_state -> step k -> set_state -> step k again with the same actions: every array
+    (observations, final observations, rewards, flags, info counters, episode returns) is
+    identical, across auto-resets and with episodes under way at the snapshot."""
+    env = cpfast.make_env(name, num_envs=6, seed=5, num_threads=2)
+    policy = RandomPolicy(env.spec, 1)
+    obs = env.reset()
+    for _ in range(25):
+        obs = env.step(policy(obs))[0]
+    states = [env.get_state(i) for i in range(env.num_envs)]
+    assert all(state["episode_step"] > 0 and state["running_return"] > 0 for state in states)  # mid-episode
+    # Actions chosen on the first pass are replayed on the second (the random policy reads avail_actions).
+    actions, first = [], []
+    for _ in range(60):
+        actions.append(policy(env.observation))
+        first += record_steps(env, actions[-1:])
+    assert any(step["terminated"].any() for step in first)  # episodes that began before the snapshot end
+    for i, state in enumerate(states):
+        env.set_state(i, state)
+    np.testing.assert_array_equal(env.observation["entities"], obs["entities"])
+    second = record_steps(env, actions)
+    for t, (x, y) in enumerate(zip(first, second)):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=f"{key} at step {t}")
+
+
 def test_fixed_composition_for_evaluation():
     env = cpfast.make_env(MMM, num_envs=8, seed=0, composition=17, eval_seed=3, num_threads=1)
     obs = env.reset()
@@ -226,6 +268,26 @@ def play(make_policy, name, episodes_envs=48, steps=220):
     return won / ended, ended
 
 
+@pytest.mark.parametrize("name", [SZ, MMM])
+def test_outcome_flags_partition_finished_episodes(name):
+    """On the step that ends an episode exactly one of battle_won / battle_draw / battle_lost is
+    1 (time-outs are draws), on every other step none; timeout mirrors truncated."""
+    env = cpfast.make_env(name, num_envs=32, seed=2, num_threads=2)
+    focus, random = ScriptedFocusFirePolicy(env.spec), RandomPolicy(env.spec, 0)
+    obs = env.reset()
+    counts = Counter()
+    for t in range(400):
+        acts = focus(obs) if t % 2 else random(obs)
+        obs, _, terminated, truncated, info = env.step(acts)
+        ended = (terminated | truncated).astype(bool)
+        flags = np.stack([info[k] for k in ("battle_won", "battle_draw", "battle_lost")], axis=1)
+        np.testing.assert_array_equal(flags.sum(axis=1), ended)
+        np.testing.assert_array_equal(info["timeout"], truncated)
+        assert (info["battle_draw"][truncated.astype(bool)] == 1).all()
+        counts.update(np.array(["won", "draw", "lost"])[flags[ended].argmax(axis=1)].tolist())
+    assert counts["won"] > 0 and counts["lost"] > 0, counts
+
+
 @pytest.mark.parametrize("target", ["nearest", "lowest_health"])
 @pytest.mark.parametrize("name", [SZ, MMM])
 def test_scripted_focus_fire_beats_random_play(name, target):
@@ -261,7 +323,10 @@ def test_train_cli_runs_starcraft_end_to_end(tmp_path, capsys):
     summary = train_main(["--env", "sc2_3-8MMM", "--steps", str(150 * 8), "--eval-episodes", "4",
                           "--run-dir", str(run_dir), "--no-progress", "--threads", "1", "--seed", "3"])
     out = capsys.readouterr().out
-    assert "win rate" in out and 0.0 <= summary["evaluation"]["win_rate"] <= 1.0
+    result = summary["evaluation"]
+    rates = [result["win_rate"], result["draw_rate"], result["loss_rate"]]
+    assert all(0.0 <= r <= 1.0 for r in rates) and sum(rates) == pytest.approx(1.0)
+    assert f"win rate {rates[0]:.1%} (draws {rates[1]:.1%}, losses {rates[2]:.1%})" in out
     import json
     config = json.loads((run_dir / "config.json").read_text())
     assert config["vi_lambda"] == 5e-5 and config["env"] == "sc2_3-8MMM" and config["eps_schedule"] == "linear"
@@ -269,7 +334,14 @@ def test_train_cli_runs_starcraft_end_to_end(tmp_path, capsys):
     from cpfast import evaluate
     rows = evaluate.main([str(run_dir), "--episodes", "4", "--betas", "0", "--threads", "1", "--device", "cpu",
                           "--out", str(tmp_path / "eval")])
-    assert [r["composition"] for r in rows] == ["train"] and 0.0 <= rows[0]["win_rate"] <= 1.0
+    assert [r["composition"] for r in rows] == ["train"]
+    rates = [rows[0][k] for k in ("win_rate", "draw_rate", "loss_rate")]
+    assert all(0.0 <= r <= 1.0 for r in rates) and sum(rates) == pytest.approx(1.0)
+    (back,) = evaluate.read_csv(tmp_path / "eval" / "eval.csv")
+    assert [back[k] for k in ("win_rate", "draw_rate", "loss_rate")] == pytest.approx(rates)
+    table = (tmp_path / "eval" / "eval.md").read_text().splitlines()
+    assert "win rate" in table[0] and "draw rate" in table[0] and "loss rate" in table[0]
+    assert all(f"{r:.1%} ± 0.0%" in table[2] for r in rates)  # one seed: zero spread
 
 
 # Unused agent slots of a small team are never terminated (as in test_pettingzoo.py).

@@ -14,6 +14,14 @@ from sc2_helpers import (ENERGY_REGEN_PER_LOOP, FAR_CORNER, HEAL_PER_LOOP, HP, L
 SZ, MMM = "sc2_3-8sz", "sc2_3-8MMM"
 
 
+OUTCOME_KEYS = ("battle_won", "battle_draw", "battle_lost", "timeout")
+
+
+def outcome(info, i=0):
+    """The outcome flags of env i's last step, e.g. {"battle_won": 1, ...}."""
+    return {key: int(info[key][i]) for key in OUTCOME_KEYS}
+
+
 def env_for(*types):
     return make(MMM if set(types) & {MARINE, MARAUDER, MEDIVAC} else SZ)
 
@@ -295,7 +303,7 @@ def test_reward_counts_damage_kills_and_the_win_bonus():
     actions = stop_actions(env, 1)
     actions[0, 0] = 6
     _, reward, terminated, _, info = env.step(actions)
-    assert terminated[0] and info["battle_won"][0] == 1
+    assert terminated[0] and outcome(info) == {"battle_won": 1, "battle_draw": 0, "battle_lost": 0, "timeout": 0}
     assert reward[0] == pytest.approx((1 + 10 + 200) / scale, rel=1e-6)
     # Damage without a kill: 13 from the shield of a full-health Stalker, one hit per step.
     place(env, [(0, STALKER, (10.0, 10.0)), (8, STALKER, (10.0 + gap, 10.0), {"order": 0}),
@@ -316,7 +324,8 @@ def test_ally_damage_is_not_rewarded_and_defeat_adds_nothing():
     gap = RANGE[STALKER] + 2 * RADIUS[STALKER] - 0.01
     place(env, [(0, STALKER, (10.0, 10.0), {"health": 1.0, "shield": 0.0}), (8, STALKER, (10.0 + gap, 10.0))])
     _, reward, terminated, _, info = env.step(stop_actions(env, 1))
-    assert terminated[0] and info["battle_won"][0] == 0 and reward[0] == 0
+    assert terminated[0] and reward[0] == 0
+    assert outcome(info) == {"battle_won": 0, "battle_draw": 0, "battle_lost": 1, "timeout": 0}  # a defeat is a loss
 
 
 def test_game_end_rules_for_wipes_and_medivac_only_sides():
@@ -324,18 +333,20 @@ def test_game_end_rules_for_wipes_and_medivac_only_sides():
     env = make(MMM)
     place(env, [(0, MEDIVAC, (10.0, 10.0)), (8, MARINE, FAR_CORNER, {"order": 0})])
     _, reward, terminated, _, info = env.step(stop_actions(env, 1))
-    assert terminated[0] and info["battle_won"][0] == 0
+    assert terminated[0] and outcome(info) == {"battle_won": 0, "battle_draw": 0, "battle_lost": 1, "timeout": 0}
     # Medivac-only enemy side: a win with the bonus.
     place(env, [(0, MARINE, (10.0, 10.0)), (8, MEDIVAC, FAR_CORNER, {"order": 0})])
     _, reward, terminated, _, info = env.step(stop_actions(env, 1))
-    assert terminated[0] and info["battle_won"][0] == 1 and reward[0] == pytest.approx(200 / (930 / 20))
-    # Time-out after 150 steps: truncated with info timeout, never both flags.
+    assert terminated[0] and outcome(info) == {"battle_won": 1, "battle_draw": 0, "battle_lost": 0, "timeout": 0}
+    assert reward[0] == pytest.approx(200 / (930 / 20))
+    # Time-out after 150 steps: truncated with info timeout (a draw), never both flags.
     place(env, [(0, MARINE, (3.0, 3.0)), (8, MARINE, FAR_CORNER, {"order": 0})])
     env.set_state(0, {"episode_step": 148})
     _, _, terminated, truncated, info = env.step(stop_actions(env, 1))
-    assert not truncated[0]
+    assert not truncated[0] and not any(outcome(info).values())
     _, _, terminated, truncated, info = env.step(stop_actions(env, 1))
-    assert truncated[0] and not terminated[0] and info["timeout"][0] == 1 and info["episode_length"][0] == 150
+    assert truncated[0] and not terminated[0] and info["episode_length"][0] == 150
+    assert outcome(info) == {"battle_won": 0, "battle_draw": 1, "battle_lost": 0, "timeout": 1}
 
 
 @pytest.mark.parametrize("name", [SZ, MMM])
@@ -347,7 +358,60 @@ def test_both_sides_empty_is_a_draw_in_sz_and_a_loss_in_mmm(name):
     kind = STALKER if name == SZ else MARINE
     place(env, [(0, kind, (10.0, 10.0), {"alive": 0}), (8, kind, (15.0, 10.0), {"alive": 0})])
     _, reward, terminated, truncated, info = env.step(np.zeros((1, 8), dtype=np.int64))
-    assert terminated[0] and not truncated[0] and info["battle_won"][0] == 0 and reward[0] == 0
+    assert terminated[0] and not truncated[0] and reward[0] == 0
+    draw = name == SZ
+    assert outcome(info) == {"battle_won": 0, "battle_draw": int(draw), "battle_lost": int(not draw), "timeout": 0}
+
+
+@pytest.mark.parametrize("name", [SZ, MMM])
+def test_a_battle_that_runs_out_of_time_is_a_draw_even_when_ahead(name):
+    """A scripted episode of 150 steps: an ally kills one of two enemies, then stops out of reach
+    of the other (idle, so it never comes). The episode ends by the time limit: a draw, not a win
+    (and not a loss), although the allies took no damage and dealt all of it."""
+    env = make(name)
+    kind = STALKER if name == SZ else MARINE
+    gap = 5.5  # in weapon range and within the availability range 6
+    place(env, [(0, kind, (10.0, 10.0)), (8, kind, (10.0 + gap, 10.0), {"health": 1.0, "shield": 0.0, "order": 0}),
+                (9, kind, FAR_CORNER, {"order": 0})])
+    actions = stop_actions(env, 1)
+    actions[0, 0] = 6  # attack enemy tag 0 (slot 8)
+    total, ended_at = 0.0, None
+    for t in range(1, 151):
+        _, reward, terminated, truncated, info = env.step(actions)
+        total += float(reward[0])
+        actions[0, 0] = 1
+        if terminated[0] or truncated[0]:
+            ended_at = t
+            break
+        assert not any(outcome(info).values()), f"outcome flag before the end, step {t}"
+    assert ended_at == 150 and truncated[0] and not terminated[0]
+    assert total > 0 and info["episode_return"][0] == pytest.approx(total, rel=1e-6)
+    assert outcome(info) == {"battle_won": 0, "battle_draw": 1, "battle_lost": 0, "timeout": 1}
+
+
+def test_outcome_counters_reset_at_episode_start():
+    """The flags belong to the step that ended an episode: after the same-step auto-reset the next
+    step of the new episode shows none, and reset() clears them."""
+    env = make(SZ, num_envs=2)
+    gap = 5.5
+    weak = {"health": 1.0, "shield": 0.0}
+    for i in range(2):  # env 0 loses in one step, env 1 wins in one step
+        place(env, [(0, STALKER, (10.0, 10.0), weak if i == 0 else {}),
+                    (8, STALKER, (10.0 + gap, 10.0), {} if i == 0 else weak | {"order": 0})], i=i)
+    actions = stop_actions(env, 1)
+    actions[1, 0] = 6
+    obs, _, terminated, _, info = env.step(actions)
+    assert terminated.all() and outcome(info, 0)["battle_lost"] == 1 and outcome(info, 1)["battle_won"] == 1
+    assert (info["episode_step"] == 0).all()  # auto-reset: a fresh composition (index 0 here)
+    obs, _, terminated, truncated, info = env.step(stop_actions(env, 8) * obs["agent_present"])
+    assert not (terminated | truncated).any()
+    assert not any(outcome(info, 0).values()) and not any(outcome(info, 1).values())
+    place(env, [(0, STALKER, (10.0, 10.0), {"health": 1.0, "shield": 0.0}), (8, STALKER, (10.0 + gap, 10.0))])
+    env.step(stop_actions(env, 8) * env.observation["agent_present"])
+    assert outcome(info, 0)["battle_lost"] == 1
+    env.reset()
+    assert not any(outcome(info, 0).values()) and not any(outcome(info, 1).values())
+    assert (info["composition_index"] == 0).all()
 
 
 def test_enemy_ai_acquires_the_nearest_armed_ally_and_prefers_its_attackers():

@@ -45,6 +45,42 @@ def test_resume_gives_the_identical_next_updates(tmp_path, method):
         assert torch.equal(p, q), name
 
 
+@pytest.mark.parametrize("method", ["copa", "aqmix"])
+def test_starcraft_resume_mid_episode_gives_the_identical_run(tmp_path, method):
+    """StarCraft episodes end early, so a checkpoint falls mid-episode: the resumed run must carry
+    on the same episodes (env and runner state, segment windows, player memory and strategies)
+    and give the same logs, returns, replay contents and parameters as an uninterrupted run."""
+    cfg = preset("starcraft").replace(method=method, n_envs=3, total_steps=3 * 150 * 3, hidden_dim=16,
+                                      mixer_hidden_dim=16, mixer_embed_dim=8, batch_size=8, buffer_size=400,
+                                      update_every=40, update_target_every=5, eval_episodes=2, num_threads=1,
+                                      log_every=1, checkpoint_every=1, device="cpu")
+    straight = Trainer(cfg, tmp_path / "straight")
+    straight.run(progress=False)
+    killed = Trainer(cfg, tmp_path / "killed")
+    killed.run(progress=False, stop_at=1)
+    resumed = Trainer(cfg, tmp_path / "killed")
+    resumed.restore(checkpoint.load(tmp_path / "killed" / "checkpoint_latest.pt"))
+    assert resumed.iteration == 1 and killed.windows.t.any()  # episodes under way at the checkpoint
+    np.testing.assert_array_equal(resumed.windows.t, killed.windows.t)
+    held, restored = killed.actor.state_dict(), resumed.actor.state_dict()
+    assert held.keys() == restored.keys() and ("strategy" in held) == (method == "copa")
+    assert all(torch.equal(held[k], restored[k]) for k in held)
+    resumed.run(progress=False)
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "killed")
+    assert len(a) == len(b) == 3
+    for row_a, row_b in zip(a[1:], b[1:]):
+        for key in ("env_steps", "updates", "train_return", "loss", "td_loss", "vi_loss"):
+            assert row_a[key] == row_b[key], (row_a["iteration"], key)
+    assert list(straight.recent_returns) == list(resumed.recent_returns)
+    for name, storage in straight.buffer.data.items():
+        assert torch.equal(storage, resumed.buffer.data[name]), name
+    for i in range(cfg.n_envs):
+        for key, value in straight.env.get_state(i).items():
+            np.testing.assert_array_equal(value, resumed.env.get_state(i)[key], err_msg=f"env {i} {key}")
+    for (name, p), q in zip(straight.learner.online.named_parameters(), resumed.learner.online.parameters()):
+        assert torch.equal(p, q), name
+
+
 def test_cli_resume_continues_a_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["--preset", "quick", "--steps", str(2 * 145 * 8), "--eval-episodes", "2", "--run-dir", str(run_dir),

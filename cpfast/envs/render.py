@@ -142,12 +142,14 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -> P
     return path
 
 
-def record_episode_gif(env, policy: Callable, path: str | Path, env_index: int = 0, fps: int = 10) -> Path:
+def record_episode_gif(env, policy: Callable, path: str | Path, env_index: int = 0, fps: int = 10,
+                       max_frames: int | None = None) -> Path:
     """Runs ``policy(obs) -> actions`` on ``env`` (freshly reset) for one episode of env
-    ``env_index`` and writes its frames to a GIF."""
+    ``env_index`` (or its first ``max_frames`` frames) and writes its frames to a GIF."""
     obs = env.reset()
     frames = [env.render(env_index)]
-    for _ in range(env.spec.episode_limit):
+    steps = env.spec.episode_limit if max_frames is None else min(env.spec.episode_limit, max_frames - 1)
+    for _ in range(steps):
         obs, _, terminated, truncated, _ = env.step(policy(obs))
         if terminated[env_index] or truncated[env_index]:
             break

@@ -193,7 +193,8 @@ class SC2VecEnv:
         self._reward = np.zeros(n, np.float32)
         self._terminated = np.zeros(n, np.uint8)
         self._truncated = np.zeros(n, np.uint8)
-        self._info = {"battle_won": np.zeros(n, np.int32), "timeout": np.zeros(n, np.int32),
+        self._info = {"battle_won": np.zeros(n, np.int32), "battle_draw": np.zeros(n, np.int32),
+                      "battle_lost": np.zeros(n, np.int32), "timeout": np.zeros(n, np.int32),
                       "composition_index": np.zeros(n, np.int32), "episode_step": np.zeros(n, np.int32),
                       "episode_return": np.zeros(n, np.float32), "episode_length": np.zeros(n, np.int32),
                       }
@@ -298,13 +299,16 @@ class SC2VecEnv:
         loss = (not ally_alive.any() and enemy_alive.any()) or (self._mmm and not (ally_alive & ~healer[:8]).any())
         win = not loss and ((ally_alive.any() and not enemy_alive.any())
                             or (self._mmm and not (enemy_alive & ~healer[enemy]).any()))
-        ended = loss or win or (not ally_alive.any() and not enemy_alive.any())
+        draw = not loss and not win and not ally_alive.any() and not enemy_alive.any()
+        ended = loss or win or draw
         reward = abs(delta + 10 * died.sum()) + (200 if win else 0)
         step = int(before["episode_step"]) + 1
         self._reward[i] = reward / (self._max_reward / 20)
         self._terminated[i] = ended
         self._truncated[i] = not ended and step >= self.spec.episode_limit
         self._info["battle_won"][i] = win
+        self._info["battle_draw"][i] = draw or self._truncated[i]  # a time-out is a draw
+        self._info["battle_lost"][i] = loss
         self._info["timeout"][i] = self._truncated[i]
         self._info["composition_index"][i] = before["composition_index"]
         self._return[i] += self._reward[i]

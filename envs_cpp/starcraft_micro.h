@@ -70,8 +70,6 @@ class StarCraftMicro {
   static constexpr int kColEnergy = kColHealth + kHealthDim;
   static constexpr int kColPos = kColEnergy + 2;
   static constexpr int kFeat = kColPos + 4;
-  static constexpr EnvDims kDims{kAgents, sc2::kUnits, kFeat, kFeat, kFeat, kTypeDim, kActions, 150};
-  static constexpr const char* kInfoKeys[] = {"battle_won", "timeout", "composition_index"};
   // The *calibrate* parameters of the spec (§3, §6, §7, §4 weapons) as make_env options; the
   // defaults are the spec's values. Fitted by cpfast.envs.sc2_calibration (§12).
   static constexpr EnvOptionSpec kOptions[] = {
@@ -84,6 +82,8 @@ class StarCraftMicro {
       {"damage_scale", 1.0, 0.1, 10.0, false},          // multiplies every weapon's damage and bonus
       {"cooldown_scale", 1.0, 0.1, 10.0, false},        // multiplies every weapon's period
   };
+  static constexpr EnvDims kDims{kAgents, sc2::kUnits, kFeat, kFeat, kFeat, kTypeDim, kActions, 150};
+  static constexpr const char* kInfoKeys[] = {"battle_won", "timeout", "composition_index"};
 
   void Configure(const EnvOptions& options);
   void Seed(uint64_t world_seed, uint64_t composition_seed);

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -59,6 +60,7 @@ struct RunnerConfig {
   std::string composition;
   std::vector<double> zero_shot_table;  // [rows, N_A, D_c], owned here
   int zero_shot_rows = 0;
+  std::map<std::string, double> params;  // named options (EnvOptions::params)
 };
 
 template <class Env>
@@ -87,6 +89,9 @@ class BatchedRunner {
     options.composition = config_.composition;
     options.zero_shot_table = config_.zero_shot_table.empty() ? nullptr : config_.zero_shot_table.data();
     options.zero_shot_rows = config_.zero_shot_rows;
+    options.params = config_.params;
+    // An environment without kOptions takes none: reject any given rather than ignore it.
+    if (EnvOptionSpecs<Env>::kCount == 0) ResolveOptions(options, nullptr, 0, "this environment", nullptr);
     for (int i = 0; i < n; ++i) {
       envs_[i].Configure(options);
       envs_[i].Seed(derive_seed(config.seed, i, 0), derive_seed(config.seed, i, 1));

@@ -4,7 +4,9 @@
 #include <pybind11/stl.h>
 
 #include <limits>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "batched_runner.h"
@@ -64,7 +66,7 @@ void BindRunner(py::module_& m, const char* name) {
   using Runner = BatchedRunner<Env>;
   py::class_<Runner>(m, name)
       .def(py::init([](int num_envs, uint64_t seed, int num_threads, const std::string& composition,
-                       py::object zero_shot_table, py::object eval_seed) {
+                       py::object zero_shot_table, py::object eval_seed, std::map<std::string, double> params) {
              RunnerConfig config;
              config.num_envs = num_envs;
              config.seed = seed;
@@ -80,10 +82,22 @@ void BindRunner(py::module_& m, const char* name) {
                config.zero_shot_table.assign(table.data(), table.data() + table.size());
                config.zero_shot_rows = static_cast<int>(table.shape(0));
              }
+             config.params = std::move(params);
              return new Runner(config);
            }),
            py::arg("num_envs"), py::arg("seed"), py::arg("num_threads"), py::arg("composition"),
-           py::arg("zero_shot_table") = py::none(), py::arg("eval_seed") = py::none())
+           py::arg("zero_shot_table") = py::none(), py::arg("eval_seed") = py::none(),
+           py::arg("params") = std::map<std::string, double>())
+      .def_property_readonly_static("options",
+                                    [](py::object) {
+                                      // name -> (default, lo, hi, integer) of the env's kOptions
+                                      py::dict out;
+                                      const EnvOptionSpec* specs = EnvOptionSpecs<Env>::Get();
+                                      for (int k = 0; k < EnvOptionSpecs<Env>::kCount; ++k)
+                                        out[specs[k].name] = py::make_tuple(specs[k].default_value, specs[k].lo,
+                                                                            specs[k].hi, specs[k].integer);
+                                      return out;
+                                    })
       .def_property_readonly_static("dims",
                                     [](py::object) {
                                       constexpr EnvDims d = Env::kDims;

@@ -20,9 +20,14 @@
 //                                                      // StepSlot::info (exposed in info)
 //   static constexpr bool kAgentRewards = false;       // no per-agent rewards: the runner leaves
 //                                                      // info["agent_rewards"] out (default true)
+//   static constexpr EnvOptionSpec kOptions[] = {...}; // named numeric options (make_env keyword
+//                                                      // arguments), read in Configure with
+//                                                      // ResolveOptions; none by default
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <iterator>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -83,7 +88,54 @@ struct EnvOptions {
   std::string composition;
   const double* zero_shot_table = nullptr;  // [rows, N_A, D_c]
   int zero_shot_rows = 0;
+  std::map<std::string, double> params;     // named options (kOptions); absent ones keep their defaults
 };
+
+// One named numeric option of an environment class: default and inclusive range.
+struct EnvOptionSpec {
+  const char* name;
+  double default_value, lo, hi;
+  bool integer;  // only whole numbers (flags, choices)
+};
+
+// The optional kOptions of an environment class (none by default).
+template <class Env, class = void>
+struct EnvOptionSpecs {
+  static constexpr int kCount = 0;
+  static const EnvOptionSpec* Get() { return nullptr; }
+};
+template <class Env>
+struct EnvOptionSpecs<Env, std::void_t<decltype(Env::kOptions)>> {
+  static constexpr int kCount = static_cast<int>(std::size(Env::kOptions));
+  static const EnvOptionSpec* Get() { return Env::kOptions; }
+};
+
+// Values of the n options in `specs` (defaults where not given) into `values`; an unknown name,
+// a non-finite or out-of-range value, or a fraction for an integer option throws naming the option.
+inline void ResolveOptions(const EnvOptions& options, const EnvOptionSpec* specs, int n, const std::string& env_name,
+                           double* values) {
+  for (const auto& [name, value] : options.params) {
+    int k = 0;
+    while (k < n && name != specs[k].name) ++k;
+    if (k == n) {
+      std::string known;
+      for (int j = 0; j < n; ++j) known += (j ? ", " : "") + std::string(specs[j].name);
+      throw std::invalid_argument("unknown option '" + name + "' for " + env_name +
+                                  (n ? " (known options: " + known + ")" : " (it takes no options)"));
+    }
+    const EnvOptionSpec& s = specs[k];
+    if (!(value >= s.lo && value <= s.hi) || (s.integer && value != static_cast<double>(static_cast<int64_t>(value)))) {
+      char msg[256];
+      std::snprintf(msg, sizeof(msg), "option %s=%.17g for %s must be %s in [%g, %g]", s.name, value, env_name.c_str(),
+                    s.integer ? "an integer" : "a number", s.lo, s.hi);
+      throw std::invalid_argument(msg);
+    }
+  }
+  for (int k = 0; k < n; ++k) {
+    const auto it = options.params.find(specs[k].name);
+    values[k] = it == options.params.end() ? specs[k].default_value : it->second;
+  }
+}
 
 // The team compositions of Resource Collection and Rescue: `train` draws teams from the attribute
 // grid; `n5`, `n6` and `dynamic` take rows of the zero-shot table, which must then be given.

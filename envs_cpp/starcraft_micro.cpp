@@ -25,9 +25,6 @@ constexpr double kSpawnOffset = 7.0;     // each side's centre lies 7 from the m
 constexpr double kMoveDistance = 2.0;    // REFIL's move order distance
 constexpr double kAvailRange = 6.0;      // REFIL's attack/heal availability range (centre distance)
 constexpr double kSightRange = 9.0;      // REFIL's sight range (centre distance)
-constexpr double kFirmness = 0.5;        // separation push per tick, fraction of the overlap
-constexpr double kEnemyScanMin = 5.0;    // enemy acquisition scan: max(weapon range, 5) edge to edge
-constexpr double kEnemyLeash = 2.0;      // an enemy drops a target beyond scan + leash
 constexpr double kMedivacFollowGap = 1.0;  // enemy Medivacs stay this edge distance from their escort
 constexpr double kHealPerLoop = 9.0 / 16;  // 9 HP per game second
 constexpr double kEnergyPerHp = 1.0 / 3;
@@ -145,6 +142,16 @@ template <Scenario S>
 void StarCraftMicro<S>::Configure(const EnvOptions& options) {
   const ScenarioInfo& info = GetScenario(S);
   const char* name = kMMM ? "sc2_3-8MMM" : "sc2_3-8sz";
+  double values[std::size(kOptions)];
+  ResolveOptions(options, kOptions, static_cast<int>(std::size(kOptions)), name, values);
+  enemy_scan_ = values[0];
+  enemy_leash_ = values[1];
+  firmness_ = values[2];
+  spawn_gap_ = values[3];
+  failed_order_keep_ = values[4] != 0;
+  enemy_medivac_speed_ = values[5] / 16;
+  damage_scale_ = values[6];
+  cooldown_scale_ = values[7];
   if (options.composition == "train") {
     fixed_composition_ = -1;
     return;
@@ -188,7 +195,7 @@ void StarCraftMicro<S>::Spawn() {
       const int8_t type = info.types[t];
       const UnitStats& st = kStats[type];
       const double point[2] = {centre[0] + (-1 + 2 * rng.uniform()), centre[1] + (-1 + 2 * rng.uniform())};
-      const double spacing = 2 * st.radius + 0.1;
+      const double spacing = 2 * st.radius + spawn_gap_;
       for (int p = 0; p < counts[t] && n < kMaxPerSide; ++p) {
         double off[2];
         HexPoint(p, spacing, off);
@@ -267,6 +274,7 @@ void StarCraftMicro<S>::SetAllyOrders(const int32_t* actions) {
     if (!Alive(a)) continue;
     const int action = actions[a];
     if (action == 0) continue;
+    const int8_t prev_order = order_[a], prev_target = order_target_[a];
     order_target_[a] = -1;
     if (action == 1) {
       order_[a] = kIdle;
@@ -289,6 +297,9 @@ void StarCraftMicro<S>::SetAllyOrders(const int32_t* actions) {
       } else if (tag >= kMaxPerSide && kStats[type_[a]].healer) {
         order_[a] = kHealUnit;
         order_target_[a] = static_cast<int8_t>(target);
+      } else if (tag < kMaxPerSide && failed_order_keep_) {  // the game rejects the order
+        order_[a] = prev_order;
+        order_target_[a] = prev_target;
       }
     }
   }
@@ -315,11 +326,11 @@ void StarCraftMicro<S>::EnemyAcquire(int u) {
     order_target_[u] = static_cast<int8_t>(best);
     return;
   }
-  const double scan_edge = std::max(st.range, kEnemyScanMin);
+  const double scan_edge = std::max(st.range, enemy_scan_);
   const int cur = order_target_[u];
   bool keep = cur >= 0 && Alive(cur) && CanHit(u, cur);
   if (keep) {
-    const double leash = scan_edge + kEnemyLeash + st.radius + kStats[type_[cur]].radius;
+    const double leash = scan_edge + enemy_leash_ + st.radius + kStats[type_[cur]].radius;
     keep = Dist2(pos_[u], pos_[cur]) <= leash * leash;
   }
   if (keep) {
@@ -366,7 +377,7 @@ void StarCraftMicro<S>::DesiredVelocity(int u, double v[2], bool& firing) const 
   const int order = order_[u];
   const int target = order_target_[u];
   if (order == kMove) {
-    Toward(pos_[u], order_point_[u], st.speed, 0, v);
+    Toward(pos_[u], order_point_[u], Speed(u), 0, v);
   } else if (order == kAttackUnit || order == kHealUnit || (order == kAttackMove && target >= 0)) {
     if (target < 0 || !Alive(target)) return;
     const double reach = st.range + st.radius + kStats[type_[target]].radius;
@@ -374,19 +385,19 @@ void StarCraftMicro<S>::DesiredVelocity(int u, double v[2], bool& firing) const 
     if (d <= reach + kRangeEps) {
       firing = true;
     } else {
-      Toward(pos_[u], pos_[target], st.speed, reach, v);
+      Toward(pos_[u], pos_[target], Speed(u), reach, v);
     }
   } else if (order == kAttackMove) {
     if (!st.healer) {
-      Toward(pos_[u], order_point_[u], st.speed, 0, v);
+      Toward(pos_[u], order_point_[u], Speed(u), 0, v);
       return;
     }
     // An enemy Medivac with nobody to heal escorts the nearest friendly ground unit.
     int escort = -1;
-    double best_d2 = std::numeric_limits<double>::infinity(), slowest = st.speed;
+    double best_d2 = std::numeric_limits<double>::infinity(), slowest = Speed(u);
     for (int f = kMaxPerSide; f < kUnits; ++f) {
       if (!Alive(f) || kStats[type_[f]].air) continue;
-      slowest = std::min(slowest, kStats[type_[f]].speed);
+      slowest = std::min(slowest, Speed(f));
       const double d2 = Dist2(pos_[u], pos_[f]);
       if (d2 < best_d2) {
         best_d2 = d2;
@@ -402,7 +413,7 @@ template <Scenario S>
 void StarCraftMicro<S>::ApplyHits(int attacker, int target) {
   const UnitStats& a = kStats[type_[attacker]];
   const UnitStats& t = kStats[type_[target]];
-  const double damage = a.damage + (t.armored ? a.bonus_vs_armored : 0);
+  const double damage = (a.damage + (t.armored ? a.bonus_vs_armored : 0)) * damage_scale_;
   for (int h = 0; h < a.hits; ++h) {
     const double absorbed = std::min(shield_[target], damage);
     shield_[target] -= absorbed;
@@ -475,7 +486,7 @@ void StarCraftMicro<S>::Tick() {
       if (d2 >= min_d * min_d) continue;
       const double d = std::sqrt(d2);
       const double ux = d > 0 ? dx / d : 1.0, uy = d > 0 ? dy / d : 0.0;
-      const double push = 0.5 * kFirmness * (min_d - d);
+      const double push = 0.5 * firmness_ * (min_d - d);
       px[i] = Clamp(px[i] - ux * push, rad[i], kMapSize - rad[i]);
       py[i] = Clamp(py[i] - uy * push, rad[i], kMapSize - rad[i]);
       px[j] = Clamp(px[j] + ux * push, rad[j], kMapSize - rad[j]);
@@ -506,7 +517,7 @@ void StarCraftMicro<S>::Tick() {
       }
     } else if (cooldown_[u] <= 0) {
       ApplyHits(u, t);
-      cooldown_[u] = st.period + (jitter_ ? world_rng_.randint(4) - 1 : 0);
+      cooldown_[u] = st.period * cooldown_scale_ + (jitter_ ? world_rng_.randint(4) - 1 : 0);
     }
   }
   // 6. Timers.

@@ -70,6 +70,18 @@ class StarCraftMicro {
   static constexpr int kColEnergy = kColHealth + kHealthDim;
   static constexpr int kColPos = kColEnergy + 2;
   static constexpr int kFeat = kColPos + 4;
+  // The *calibrate* parameters of the spec (§3, §6, §7, §4 weapons) as make_env options; the
+  // defaults are the spec's values. Fitted by cpfast.envs.sc2_calibration (§12).
+  static constexpr EnvOptionSpec kOptions[] = {
+      {"enemy_scan", 5.0, 0.0, 32.0, false},            // acquisition scan: max(weapon range, this), edge to edge
+      {"enemy_leash", 2.0, 0.0, 32.0, false},           // an enemy drops a target beyond scan + leash
+      {"separation_firmness", 0.5, 0.0, 1.0, false},    // push per tick, fraction of the overlap
+      {"spawn_gap", 0.1, 0.0, 4.0, false},              // gap between neighbours of a spawn spiral
+      {"failed_order", 0.0, 0.0, 1.0, true},            // attack on a target it cannot hit: 0 idle, 1 keep order
+      {"enemy_medivac_speed", 2.75, 0.1, 10.0, false},  // enemy (stock) Medivac speed, per game second
+      {"damage_scale", 1.0, 0.1, 10.0, false},          // multiplies every weapon's damage and bonus
+      {"cooldown_scale", 1.0, 0.1, 10.0, false},        // multiplies every weapon's period
+  };
   static constexpr EnvDims kDims{kAgents, sc2::kUnits, kFeat, kFeat, kFeat, kTypeDim, kActions, 150};
   // Outcome of the step that ended an episode (SMAC's battle_won; exactly one of the three is 1
   // there, all 0 on other steps): a time-out is a draw, as is mutual annihilation in 3-8sz.
@@ -94,6 +106,9 @@ class StarCraftMicro {
   void ApplyHits(int attacker, int target);
   bool Alive(int u) const { return u >= 0 && type_[u] >= 0 && alive_[u]; }
   bool CanHit(int attacker, int target) const;
+  double Speed(int u) const {  // per loop; the enemy's stock Medivac may differ (option)
+    return u >= sc2::kMaxPerSide && type_[u] == sc2::kMedivac ? enemy_medivac_speed_ : sc2::kStats[type_[u]].speed;
+  }
   void AvailActions(int a, uint8_t* row) const;
 
   // World state (get_state/set_state keys).
@@ -116,6 +131,10 @@ class StarCraftMicro {
   Rng composition_rng_;
 
   int fixed_composition_ = -1;  // -1: sample per reset
+  // Option values (kOptions), fixed at Configure; not part of the state.
+  double enemy_scan_ = 5.0, enemy_leash_ = 2.0, firmness_ = 0.5, spawn_gap_ = 0.1;
+  bool failed_order_keep_ = false;
+  double enemy_medivac_speed_ = 2.75 / 16, damage_scale_ = 1.0, cooldown_scale_ = 1.0;
 };
 
 using StarCraftSz = StarCraftMicro<sc2::Scenario::kSz>;

@@ -50,6 +50,7 @@ def make_env(
     num_threads: int | None = None,
     eval_seed: int | None = None,
     backend: str = "sim",
+    **env_kwargs: float,
 ) -> VecEnv:
     """Builds ``num_envs`` environments of ``name`` stepped by one C++ runner.
 
@@ -58,8 +59,13 @@ def make_env(
     ``k = i + j * num_envs`` seeded from ``eval_seed`` (interface.md §5). ``num_threads``
     defaults to the machine's cores; results never depend on it. ``backend="sc2"`` plays the
     StarCraft scenarios on an installed StarCraft II instead (``cpfast.envs.sc2``).
+    ``env_kwargs`` are the environment's named options (``env_options(name)``: the StarCraft
+    simulator's *calibrate* parameters, starcraft_micro.md §12); absent ones keep their defaults.
     """
     if backend == "sc2":
+        if env_kwargs:
+            raise ValueError(f"options {', '.join(sorted(env_kwargs))} are simulator parameters; the real game "
+                             "(backend='sc2') takes none")
         from .sc2 import make_sc2_env
 
         return make_sc2_env(name, num_envs=num_envs, seed=seed, composition=composition, eval_seed=eval_seed)
@@ -74,6 +80,7 @@ def make_env(
         expected = ", ".join(entry.compositions) if len(entry.compositions) <= 8 else \
             f"{entry.compositions[0]} or an index in [0, {len(entry.compositions) - 1})"
         raise ValueError(f"unknown composition {composition!r} for {name}; expected one of {expected}")
+    params = _check_options(name, entry, env_kwargs)
     dims = entry.runner_cls.dims
     spec = EnvSpec(name=name, composition=composition, **dims)
     table = entry.zero_shot_table() if entry.zero_shot_table is not None else None
@@ -86,4 +93,34 @@ def make_env(
         eval_seed=eval_seed,
         zero_shot_table=table,
         renderer=entry.renderer,
+        params=params,
     )
+
+
+def env_options(name: str) -> dict[str, tuple[float, float, float, bool]]:
+    """The named options of environment ``name``: ``{option: (default, lo, hi, integer)}`` (ranges
+    inclusive). The StarCraft simulator's are documented in ``envs_cpp/starcraft_micro.h``."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    return dict(REGISTRY[name].runner_cls.options)
+
+
+def _check_options(name: str, entry: EnvEntry, given: dict[str, Any]) -> dict[str, float]:
+    """Validates option names, types and ranges (the C++ side checks again) with errors naming the option."""
+    known = entry.runner_cls.options
+    params = {}
+    for key, value in given.items():
+        if key not in known:
+            expected = f"known options: {', '.join(known)}" if known else "it takes no options"
+            raise ValueError(f"unknown option {key!r} for {name} ({expected})")
+        _, lo, hi, integer = known[key]
+        if isinstance(value, (bool, np.bool_)):
+            value = int(value)
+        if not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"option {key} for {name} must be a number, got {value!r}")
+        value = float(value)
+        if not lo <= value <= hi or (integer and not value.is_integer()):
+            kind = "an integer" if integer else "a number"
+            raise ValueError(f"option {key}={value!r} for {name} must be {kind} in [{lo:g}, {hi:g}]")
+        params[key] = value
+    return params

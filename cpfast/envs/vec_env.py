@@ -36,6 +36,7 @@ class VecEnv:
         eval_seed: int | None,
         zero_shot_table: np.ndarray | None,
         renderer: Callable[[dict[str, np.ndarray]], np.ndarray] | None,
+        params: dict[str, float] | None = None,
     ):
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -49,7 +50,9 @@ class VecEnv:
         self.spec = spec
         self.num_envs = int(num_envs)
         self.num_threads = min(int(num_threads), self.num_envs)
-        self._runner = runner_cls(self.num_envs, int(seed), self.num_threads, spec.composition, zero_shot_table, eval_seed)
+        self.params = dict(params or {})  # the environment options given to make_env
+        self._runner = runner_cls(self.num_envs, int(seed), self.num_threads, spec.composition, zero_shot_table, eval_seed,
+                                  self.params)
         self._renderer = renderer
         buffers = self._runner.buffers()
         for views in (buffers["obs"], buffers["final"]):

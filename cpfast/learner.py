@@ -173,10 +173,11 @@ class Learner:
     def _variational_terms(self, o: dict, z0: torch.Tensor, logvar0: torch.Tensor):
         """L_VI and H of method.md §6, averaged over agents present at slot 0."""
         mask = torch.cat([full_mask(o["present"][:, :1], o["entity_present"][:, :1]), o["player_mask"][:, 1:]], dim=1)
-        mean, logvar = self.posterior(o["entities"], o["attributes"], o["present"], o["actions"], mask)
+        present0 = o["present"][:, 0]
+        counted = o["valid"].unsqueeze(-1) * present0.unsqueeze(1)  # [B, T, A]: the slots whose terms count
+        mean, logvar = self.posterior(o["entities"], o["attributes"], o["present"], o["actions"], mask, counted)
         log_density = -0.5 * (LOG_2PI + logvar + (z0.unsqueeze(1) - mean) ** 2 * torch.exp(-logvar))
         per_agent = (log_density.clamp(-1000.0, 0.0) * o["valid"][:, :, None, None]).sum(dim=(1, 3))  # [B, A]
-        present0 = o["present"][:, 0]
         count = present0.sum().clamp(min=1)
         vi = -(per_agent * present0).sum() / count
         entropy = (0.5 * (1 + LOG_2PI) + 0.5 * logvar0).clamp(0.0, 10.0).sum(-1)

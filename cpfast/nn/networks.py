@@ -72,7 +72,19 @@ class AttentiveEncoder(nn.Module):
         self.attention = EntityAttention(hidden, heads)
 
     def forward(self, agents, others, mask) -> torch.Tensor:
-        x = torch.cat([self.agent_in(agents), self.other_in(others)], dim=-2)
+        # Both row encoders as one matmul: every row is padded to [agent features | other
+        # features | 1 if agent | 1 if other] against the stacked weights and biases. Same
+        # math as two Linears and a cat, but the backward needs no strided slices of the
+        # concatenated gradient and one well-shaped weight-gradient matmul instead of two.
+        n_agents, d_agent, d_other = agents.shape[-2], agents.shape[-1], others.shape[-1]
+        rows = agents.new_zeros(*agents.shape[:-2], n_agents + others.shape[-2], d_agent + d_other + 2)
+        rows[..., :n_agents, :d_agent] = agents
+        rows[..., n_agents:, d_agent:d_agent + d_other] = others
+        rows[..., :n_agents, -2] = 1.0
+        rows[..., n_agents:, -1] = 1.0
+        weight = torch.cat([self.agent_in.weight, self.other_in.weight,
+                            self.agent_in.bias.unsqueeze(1), self.other_in.bias.unsqueeze(1)], dim=1)
+        x = F.linear(rows, weight)
         lead = x.shape[:-2]
         out = self.attention(x.reshape(-1, *x.shape[-2:]), mask.reshape(-1, *mask.shape[-2:]))
         return out.view(*lead, *out.shape[-2:])
@@ -227,7 +239,11 @@ class VariationalPosterior(nn.Module):
         self.mean = mlp(hidden, hidden, strategy_dim)
         self.logvar = mlp(hidden, hidden, strategy_dim)
 
-    def forward(self, entities, attributes, present, actions, mask):
+    def forward(self, entities, attributes, present, actions, mask, read=None):
+        """(mean, log-variance) per agent slot; with ``read`` (a 0/1 mask over the slots), the
+        slots outside it, whose terms the caller multiplies out, get mean 0 and log-variance 0
+        without running the heads (on the CPU)."""
         agents = agent_rows(self.spec, entities, attributes, present, actions)
         e = self.encoder(agents, other_rows(self.spec, entities), mask)
-        return self.mean(e), self.logvar(e).clamp(Coach.LOGVAR_MIN, Coach.LOGVAR_MAX)
+        rows = None if read is None else present_rows(read)
+        return on_rows(self.mean, e, rows), on_rows(self.logvar, e, rows).clamp(Coach.LOGVAR_MIN, Coach.LOGVAR_MAX)

@@ -101,6 +101,48 @@ CPFAST_INLINE void Axpy(T alpha, const T* x, T* y, int d) {
   for (int i = 0; i < d; ++i) y[i] += alpha * x[i];
 }
 
+// y += alpha x, then y += beta z: one pass over y (keys doubling as values get both parts of
+// their gradient), each element updated in the same order as two Axpy calls.
+template <class T>
+CPFAST_INLINE void Axpy2(T alpha, const T* x, T beta, const T* z, T* y, int d) {
+  for (int i = 0; i < d; ++i) {
+    const T partial = y[i] + alpha * x[i];
+    y[i] = partial + beta * z[i];
+  }
+}
+
+// out += sum_n coef[n] rows[n * stride] over the nonzero coefficients, in order of n; a block of
+// out stays in registers across all rows instead of being loaded and stored once per row.
+template <class T>
+CPFAST_INLINE void WeightedRowSum(const T* coef, const T* rows, int64_t stride, int count, int d, T* out) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::kLanes;
+  int i = 0;
+  for (; i + 4 * L <= d; i += 4 * L) {
+    V a0, a1, a2, a3, c, v;
+    Load(out + i, a0);
+    Load(out + i + L, a1);
+    Load(out + i + 2 * L, a2);
+    Load(out + i + 3 * L, a3);
+    for (int n = 0; n < count; ++n) {
+      if (coef[n] == T(0)) continue;
+      const T* row = rows + n * stride + i;
+      c = V{} + coef[n];
+      Load(row, v), a0 += c * v;
+      Load(row + L, v), a1 += c * v;
+      Load(row + 2 * L, v), a2 += c * v;
+      Load(row + 3 * L, v), a3 += c * v;
+    }
+    std::memcpy(out + i, &a0, sizeof(V));
+    std::memcpy(out + i + L, &a1, sizeof(V));
+    std::memcpy(out + i + 2 * L, &a2, sizeof(V));
+    std::memcpy(out + i + 3 * L, &a3, sizeof(V));
+  }
+  for (; i < d; ++i)
+    for (int n = 0; n < count; ++n)
+      if (coef[n] != T(0)) out[i] += coef[n] * rows[n * stride + i];
+}
+
 template <class T>
 CPFAST_INLINE void AttentionForwardRows(const AttentionDims& s, const AttentionForwardArgs<T>& x, int r0, int r1) {
   const int A = s.agents, H = s.heads, N = s.entities, d = s.dim;
@@ -142,6 +184,7 @@ CPFAST_INLINE void AttentionBackwardRows(const AttentionDims& s, const Attention
   const int64_t col_stride = static_cast<int64_t>(s.kv_heads) * d;
   const T head_coef = s.average ? T(1) / T(H) : T(1);
   const T scale = T(s.scale);
+  const bool shared = x.dk == x.dv;  // keys doubling as values: one gradient buffer
   T weights[kMaxEntities], d_weights[kMaxEntities], d_scores[kMaxEntities];
   for (int64_t r = r0; r < r1; ++r) {
     const T* k_row = x.k + r * N * col_stride;
@@ -163,19 +206,20 @@ CPFAST_INLINE void AttentionBackwardRows(const AttentionDims& s, const Attention
         const int64_t head_offset = s.kv_heads == 1 ? 0 : static_cast<int64_t>(h) * d;
         MaskRenormalise(probs, mask, N, weights);
         DotRows(grad, v_row + head_offset, col_stride, N, d, d_weights);
-        for (int n = 0; n < N; ++n) {
-          d_weights[n] *= head_coef;
-          if (weights[n] != T(0)) Axpy(weights[n] * head_coef, grad, dv_row + n * col_stride + head_offset, d);
-        }
+        for (int n = 0; n < N; ++n) d_weights[n] *= head_coef;
         AttentionScoreGrad(probs, mask, d_weights, N, d_scores);
-        T* dq = dq_agent + h * d;
+        for (int n = 0; n < N; ++n) d_scores[n] *= scale;
         for (int n = 0; n < N; ++n) {
-          const T c = d_scores[n] * scale;
-          if (c == T(0)) continue;
+          const T a = weights[n] * head_coef, c = d_scores[n];
           const int64_t col = n * col_stride + head_offset;
-          Axpy(c, k_row + col, dq, d);
-          Axpy(c, q, dk_row + col, d);
+          if (shared && a != T(0) && c != T(0)) {
+            Axpy2(a, grad, c, q, dk_row + col, d);
+            continue;
+          }
+          if (a != T(0)) Axpy(a, grad, dv_row + col, d);
+          if (c != T(0)) Axpy(c, q, dk_row + col, d);
         }
+        WeightedRowSum(d_scores, k_row + head_offset, col_stride, N, d, dq_agent + h * d);
       }
     }
   }

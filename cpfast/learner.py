@@ -119,7 +119,7 @@ class Learner:
         mean, logvar = coach.strategy(embedding)
         return Coach.sample(mean, logvar, self.generator), mean, logvar
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def td_targets(self, s: dict) -> torch.Tensor:
         """y_t = r_t + gamma (1 - d_t) Q^-_{t+1}, t = 0..T-1, from target samples (no double-Q)."""
         net, period = self.target, s["reward"].shape[1] - 1
@@ -129,7 +129,7 @@ class Learner:
             embedding = net.coach.encode(s["entities"], s["attributes"], s["present"], s["entity_present"])
             z = self._sample_strategy(net.coach, embedding[:, [0, period]])[0]  # z_0^-, z_T^-
             strategy = torch.cat([z[:, :1].expand(-1, period, -1, -1), z[:, 1:]], dim=1)
-        q = net.player.q_sequence(h, self._start_state(s), strategy, s["present"])[:, 1:]
+        q = net.player.q_sequence(h, self._start_state(s), strategy, s["present"], first=1)
         # Only Q^-_1..Q^-_T are targets: slot 0 feeds the memory and z_0^- but is never mixed.
         later = slot_range(s, 1)
         q_total = net.mix(later, greedy_max(q, later["avail"]), None if embedding is None else embedding[:, 1:])

@@ -124,19 +124,21 @@ class Player(nn.Module):
         head_in = g if strategy is None else torch.cat([g, strategy.expand(*g.shape[:-1], -1)], dim=-1)
         return on_rows(self.q_head, head_in, rows), (h if self.memory == "reference" else g)
 
-    def q_sequence(self, h, start_state, strategy=None, present=None):
-        """Q values for a time-major sequence h [B, S, N_A, dh] from ``start_state`` [B, N_A, dh].
+    def q_sequence(self, h, start_state, strategy=None, present=None, first: int = 0):
+        """Q values [B, S - first, N_A, n_act] of steps ``first``.. of a time-major sequence
+        h [B, S, N_A, dh] from ``start_state`` [B, N_A, dh]; earlier steps only feed the memory.
 
         In ``reference`` memory the GRU's state input is the previous step's feature, so all
         steps run in one batched call; ``recurrent`` memory loops over time."""
         if self.memory == "reference":
-            states = torch.cat([start_state.unsqueeze(1), h[:, :-1]], dim=1)
-            return self.q_values(h, states, strategy, present)[0]
+            states = torch.cat([start_state.unsqueeze(1), h[:, :-1]], dim=1)[:, first:]
+            later = lambda x: None if x is None else x[:, first:]  # noqa: E731
+            return self.q_values(h[:, first:], states, later(strategy), later(present))[0]
         outputs, state = [], start_state
         for t in range(h.shape[1]):
             q, state = self.q_values(h[:, t], state, None if strategy is None else strategy[:, t])
             outputs.append(q)
-        return torch.stack(outputs, dim=1)
+        return torch.stack(outputs[first:], dim=1)
 
 
 # ---------------------------------------------------------------------------- coach

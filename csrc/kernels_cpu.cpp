@@ -1,16 +1,21 @@
-// CPU implementations: rows are split across a persistent thread pool, one row per task
-// (results never depend on the thread count); the per-row loops over the head width are written
-// for the compiler to vectorise, and on x86-64 GCC also builds an AVX2/FMA (x86-64-v3) clone picked at load.
+// CPU implementations: rows are split into one contiguous block per thread (results never depend
+// on the thread count); the per-row loops over the head width are written for the compiler to
+// vectorise, and on x86-64 GCC also builds an AVX2/FMA (x86-64-v3) clone picked at load.
 #include <algorithm>
 #include <cstring>
-#include <memory>
-#include <mutex>
 
 #include "attention_math.h"
 #include "kernels.h"
 #include "mixing_math.h"
-#include "thread_pool.h"
+
+#ifdef _OPENMP
 #include <omp.h>
+#else
+#include <memory>
+#include <mutex>
+
+#include "thread_pool.h"
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CPFAST_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -22,6 +27,9 @@
 namespace cpfast::kernels {
 namespace {
 
+// With OpenMP the kernels run on the OpenMP runtime torch has already loaded (same soname), so
+// the learner's matmuls and these kernels share one set of threads: a second pool beside
+// torch's would compete with its threads for the cores.
 template <class Body>
 void ParallelRows(int64_t rows, int num_threads, Body body) {
   const int threads = std::max(1, std::min<int>(num_threads, static_cast<int>(std::min<int64_t>(rows, 1 << 20))));
@@ -29,12 +37,21 @@ void ParallelRows(int64_t rows, int num_threads, Body body) {
     body(0, static_cast<int>(rows));
     return;
   }
+#ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
   {
-    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
     const int64_t begin = rows * t / n, end = rows * (t + 1) / n;
     if (begin < end) body(static_cast<int>(begin), static_cast<int>(end));
   }
+#else
+  static std::mutex mutex;
+  static std::unique_ptr<ThreadPool> pool;
+  std::lock_guard<std::mutex> lock(mutex);
+  // No spinning: a kernel call lasts milliseconds, and torch's own threads need the cores between calls.
+  if (!pool || pool->num_threads() != threads) pool = std::make_unique<ThreadPool>(threads, /*spins=*/0);
+  pool->ParallelFor(static_cast<int>(rows), body);
+#endif
 }
 
 // 32-byte vectors (GCC/Clang vector extensions): one AVX register in the x86-64-v3 clone,

@@ -4,6 +4,8 @@ entities, absent agents in the mixer, torch.library.opcheck, torch.compile, the 
 fallbacks, thread-count determinism and one full learner update fused vs torch. CUDA cases run
 when a GPU and a CUDA build are present and skip otherwise."""
 
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -222,6 +224,13 @@ def test_results_do_not_depend_on_the_thread_count():
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_kernels_share_torchs_openmp_runtime():
+    """Two OpenMP runtimes in one process would give two sets of threads fighting for the cores."""
+    runtimes = {line.split()[-1] for line in open("/proc/self/maps") if "gomp" in line.rsplit("/", 1)[-1]}
+    assert len(runtimes) <= 1, runtimes
 
 
 def test_dispatcher_falls_back_with_a_reason_and_rejects_bad_input():

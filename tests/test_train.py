@@ -26,15 +26,21 @@ def read_log(run_dir):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("method", ["copa", "aqmix_periodic"])
-def test_resume_gives_the_identical_next_updates(tmp_path, method):
-    cfg = tiny(method=method)
+def straight_killed_resumed(cfg, tmp_path, stop_at: int):
+    """An uninterrupted run, a run stopped after ``stop_at`` iterations, and a trainer restored
+    from the stopped run's latest checkpoint (not yet run on)."""
     straight = Trainer(cfg, tmp_path / "straight")
     straight.run(progress=False)
     killed = Trainer(cfg, tmp_path / "killed")
-    killed.run(progress=False, stop_at=2)
+    killed.run(progress=False, stop_at=stop_at)
     resumed = Trainer(cfg, tmp_path / "killed")
     resumed.restore(checkpoint.load(tmp_path / "killed" / "checkpoint_latest.pt"))
+    return straight, killed, resumed
+
+
+@pytest.mark.parametrize("method", ["copa", "aqmix_periodic"])
+def test_resume_gives_the_identical_next_updates(tmp_path, method):
+    straight, killed, resumed = straight_killed_resumed(tiny(method=method), tmp_path, stop_at=2)
     assert resumed.iteration == 2
     resumed.run(progress=False)
     a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "killed")
@@ -54,12 +60,7 @@ def test_starcraft_resume_mid_episode_gives_the_identical_run(tmp_path, method):
                                       mixer_hidden_dim=16, mixer_embed_dim=8, batch_size=8, buffer_size=400,
                                       update_every=40, update_target_every=5, eval_episodes=2, num_threads=1,
                                       log_every=1, checkpoint_every=1, device="cpu")
-    straight = Trainer(cfg, tmp_path / "straight")
-    straight.run(progress=False)
-    killed = Trainer(cfg, tmp_path / "killed")
-    killed.run(progress=False, stop_at=1)
-    resumed = Trainer(cfg, tmp_path / "killed")
-    resumed.restore(checkpoint.load(tmp_path / "killed" / "checkpoint_latest.pt"))
+    straight, killed, resumed = straight_killed_resumed(cfg, tmp_path, stop_at=1)
     assert resumed.iteration == 1 and killed.windows.t.any()  # episodes under way at the checkpoint
     np.testing.assert_array_equal(resumed.windows.t, killed.windows.t)
     held, restored = killed.actor.state_dict(), resumed.actor.state_dict()

@@ -98,12 +98,15 @@ class StarCraftMicro {
   StateFields State();
 
  private:
+  struct Work;  // per-step working set (starcraft_micro.cpp)
   void Spawn();
   void SetAllyOrders(const int32_t* actions);
-  void Tick();
-  void EnemyAcquire(int u);
-  void DesiredVelocity(int u, double v[2], bool& firing) const;
-  void ApplyHits(int attacker, int target);
+  void LoadWork(Work& w) const;
+  void Tick(Work& w);
+  static bool AirPreTest(const Work& w, int i, unsigned partners);
+  void EnemyAcquire(const Work& w, int u, const uint8_t* attackers);
+  void DesiredVelocity(const Work& w, int u, double v[2], bool& firing) const;
+  void ApplyHits(Work& w, int attacker, int target);
   bool Alive(int u) const { return u >= 0 && type_[u] >= 0 && alive_[u]; }
   bool CanHit(int attacker, int target) const;
   double Speed(int u) const {  // per loop; the enemy's stock Medivac may differ (option)

@@ -464,7 +464,7 @@ void StarCraftMicro<S>::EnemyAcquire(const Work& w, int u, const uint8_t* attack
 }
 
 template <Scenario S>
-void StarCraftMicro<S>::DesiredVelocity(const Work& w, int u, double v[2], bool& firing) const {
+inline void StarCraftMicro<S>::DesiredVelocity(const Work& w, int u, double v[2], bool& firing) const {
   v[0] = v[1] = 0;
   firing = false;
   const int order = order_[u];
@@ -618,17 +618,14 @@ void StarCraftMicro<S>::Tick(Work& w) {
       cooldown_[u] = w.period[u] + (jitter_ ? world_rng_.randint(4) - 1 : 0);
     }
   }
-  // 6. Timers, branch-free over all slots (only live units change).
-  for (int u = 0; u < kUnits; ++u) {
-    const bool live = w.live[u];
-    const double cooldown = cooldown_[u] - 1;
-    if (live) cooldown_[u] = cooldown < 0.0 ? 0.0 : cooldown;  // std::max(cooldown, 0.0)
-    const int32_t since = since_damage_[u] + (live && since_damage_[u] < kSinceDamageCap);
-    since_damage_[u] = since;
-    const double shield = shield_[u] + kShieldRegen, shield_max = w.shield_max[u];
-    if (live && since >= kShieldDelay && shield_[u] < shield_max) shield_[u] = shield < shield_max ? shield : shield_max;
-    const double energy = energy_[u] + kEnergyRegen;
-    if (live && w.healer[u]) energy_[u] = energy < kEnergyMax ? energy : kEnergyMax;
+  // 6. Timers.
+  for (unsigned m = w.live_mask; m; m &= m - 1) {
+    const int u = LowestBit(m);
+    cooldown_[u] = std::max(cooldown_[u] - 1, 0.0);
+    if (since_damage_[u] < kSinceDamageCap) ++since_damage_[u];
+    if (since_damage_[u] >= kShieldDelay && shield_[u] < w.shield_max[u])
+      shield_[u] = std::min(w.shield_max[u], shield_[u] + kShieldRegen);
+    if (w.healer[u]) energy_[u] = std::min(kEnergyMax, energy_[u] + kEnergyRegen);
   }
 }
 
@@ -693,7 +690,7 @@ void StarCraftMicro<S>::Step(const int32_t* actions, const StepSlot& out) {
 }
 
 template <Scenario S>
-void StarCraftMicro<S>::AvailActions(int a, uint8_t* row) const {
+void StarCraftMicro<S>::AvailActions(int a, const double* d2, uint8_t* row) const {
   std::memset(row, 0, kActions);
   if (!Alive(a)) {
     row[0] = 1;
@@ -710,12 +707,11 @@ void StarCraftMicro<S>::AvailActions(int a, uint8_t* row) const {
   constexpr double kAvail2 = kAvailRange * kAvailRange;
   if (kStats[type_[a]].healer) {
     for (int u = 0; u < kMaxPerSide; ++u)
-      if (u != a && Alive(u) && !kStats[type_[u]].air && tag_[u] >= kMaxPerSide && 6 + tag_[u] < kActions &&
-          Dist2(pos_[a], pos_[u]) <= kAvail2)
+      if (u != a && Alive(u) && !kStats[type_[u]].air && tag_[u] >= kMaxPerSide && 6 + tag_[u] < kActions && d2[u] <= kAvail2)
         row[6 + tag_[u]] = 1;
   } else {
     for (int u = kMaxPerSide; u < kUnits; ++u)
-      if (Alive(u) && tag_[u] >= 0 && tag_[u] < kMaxPerSide && Dist2(pos_[a], pos_[u]) <= kAvail2) row[6 + tag_[u]] = 1;
+      if (Alive(u) && tag_[u] >= 0 && tag_[u] < kMaxPerSide && d2[u] <= kAvail2) row[6 + tag_[u]] = 1;
   }
 }
 
@@ -726,14 +722,25 @@ void StarCraftMicro<S>::WriteObservation(const ObsSlot& out) const {
   std::memset(out.attributes, 0, sizeof(float) * kAgents * kTypeDim);
   std::memset(out.agent_present, 0, kAgents);
   std::memset(out.entity_present, 0, kUnits);
-  std::memset(out.obs_mask, 0, kAgents * kUnits);
-  std::memset(out.full_mask, 0, kAgents * kUnits);
+  // Squared distances of every agent slot to every unit, shared by the availability (attack and
+  // heal range) and the sight mask: one branch-free pass (SoA copies vectorise).
+  double px[kUnits], py[kUnits];
+  for (int u = 0; u < kUnits; ++u) {
+    px[u] = pos_[u][0];
+    py[u] = pos_[u][1];
+  }
+  double d2[kAgents][kUnits];
+  for (int i = 0; i < kAgents; ++i)
+    for (int j = 0; j < kUnits; ++j) {
+      const double dx = px[i] - px[j], dy = py[i] - py[j];
+      d2[i][j] = dx * dx + dy * dy;
+    }
   double com[2] = {0, 0};
   int n = 0;
   for (int u = 0; u < kUnits; ++u) {
     if (type_[u] < 0) continue;
-    com[0] += pos_[u][0];
-    com[1] += pos_[u][1];
+    com[0] += px[u];
+    com[1] += py[u];
     ++n;
   }
   if (n > 0) {
@@ -748,7 +755,7 @@ void StarCraftMicro<S>::WriteObservation(const ObsSlot& out) const {
 
   for (int u = 0; u < kUnits; ++u) {
     const bool ally = u < kMaxPerSide;
-    if (ally) AvailActions(u, out.avail_actions + u * kActions);
+    if (ally) AvailActions(u, d2[u], out.avail_actions + u * kActions);
     if (type_[u] < 0) continue;
     const UnitStats& st = kStats[type_[u]];
     out.entity_present[u] = 1;
@@ -769,20 +776,21 @@ void StarCraftMicro<S>::WriteObservation(const ObsSlot& out) const {
     }
     row[kColHealth] = static_cast<float>(health_[u] / st.hp);
     if (info.protoss) row[kColHealth + 1] = st.shield > 0 ? static_cast<float>(shield_[u] / st.shield) : 0.0f;
-    row[kColPos] = static_cast<float>((pos_[u][0] - kMapSize / 2) / kMapSize);
-    row[kColPos + 1] = static_cast<float>((pos_[u][1] - kMapSize / 2) / kMapSize);
-    row[kColPos + 2] = static_cast<float>((pos_[u][0] - com[0]) * inv_spread);
-    row[kColPos + 3] = static_cast<float>((pos_[u][1] - com[1]) * inv_spread);
+    row[kColPos] = static_cast<float>((px[u] - kMapSize / 2) / kMapSize);
+    row[kColPos + 1] = static_cast<float>((py[u] - kMapSize / 2) / kMapSize);
+    row[kColPos + 2] = static_cast<float>((px[u] - com[0]) * inv_spread);
+    row[kColPos + 3] = static_cast<float>((py[u] - com[1]) * inv_spread);
   }
+  // Masks, branch-free: full = both present; obs = full and (i == j or both alive and in sight).
   constexpr double kSight2 = kSightRange * kSightRange;
   for (int i = 0; i < kAgents; ++i) {
-    if (type_[i] < 0) continue;
     uint8_t* obs = out.obs_mask + i * kUnits;
     uint8_t* full = out.full_mask + i * kUnits;
+    const bool present_i = type_[i] >= 0, alive_i = alive_[i] != 0;
     for (int j = 0; j < kUnits; ++j) {
-      if (type_[j] < 0) continue;
-      full[j] = 1;
-      obs[j] = i == j || (alive_[i] && alive_[j] && Dist2(pos_[i], pos_[j]) <= kSight2);
+      const bool both = present_i & (type_[j] >= 0);
+      full[j] = both;
+      obs[j] = both & ((i == j) | (alive_i & (alive_[j] != 0) & (d2[i][j] <= kSight2)));
     }
   }
 }

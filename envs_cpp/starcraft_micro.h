@@ -112,7 +112,7 @@ class StarCraftMicro {
   double Speed(int u) const {  // per loop; the enemy's stock Medivac may differ (option)
     return u >= sc2::kMaxPerSide && type_[u] == sc2::kMedivac ? enemy_medivac_speed_ : sc2::kStats[type_[u]].speed;
   }
-  void AvailActions(int a, uint8_t* row) const;
+  void AvailActions(int a, const double* d2, uint8_t* row) const;  // d2: a's squared distances to all units
 
   // World state (get_state/set_state keys).
   int8_t type_[sc2::kUnits] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};

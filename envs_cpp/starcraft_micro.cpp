@@ -101,10 +101,9 @@ inline double Dist2(const double* a, const double* b) {
 
 inline double Clamp(double x, double lo, double hi) { return std::min(std::max(x, lo), hi); }
 
-// Velocity of at most `speed` toward p; stops `stop_short` before it (never overshoots).
-inline void Toward(const double* from, const double* p, double speed, double stop_short, double v[2]) {
-  const double dx = p[0] - from[0], dy = p[1] - from[1];
-  const double d = std::sqrt(dx * dx + dy * dy);
+// Velocity of at most `speed` toward a point at offset (dx, dy) and distance d (the caller has it);
+// stops `stop_short` before it (never overshoots).
+inline void Toward(double dx, double dy, double d, double speed, double stop_short, double v[2]) {
   const double step = std::min(speed, d - stop_short);
   if (d <= 0 || step <= 0) {
     v[0] = v[1] = 0;
@@ -343,17 +342,6 @@ namespace {
 
 inline int LowestBit(unsigned m) { return __builtin_ctz(m); }
 
-// Toward() with the distance already known: d = |p - from| for (dx, dy) = p - from.
-inline void TowardKnown(double dx, double dy, double d, double speed, double stop_short, double v[2]) {
-  const double step = std::min(speed, d - stop_short);
-  if (d <= 0 || step <= 0) {
-    v[0] = v[1] = 0;
-    return;
-  }
-  v[0] = dx / d * step;
-  v[1] = dy / d * step;
-}
-
 }  // namespace
 
 // The row pre-test of air unit i against the later air units `partners`, on float copies of the
@@ -471,7 +459,7 @@ inline void StarCraftMicro<S>::DesiredVelocity(const Work& w, int u, double v[2]
   const int target = order_target_[u];
   if (order == kMove) {
     const double dx = order_point_[u][0] - w.x[u], dy = order_point_[u][1] - w.y[u];
-    TowardKnown(dx, dy, std::sqrt(dx * dx + dy * dy), w.speed[u], 0, v);
+    Toward(dx, dy, std::sqrt(dx * dx + dy * dy), w.speed[u], 0, v);
   } else if (order == kAttackUnit || order == kHealUnit || (order == kAttackMove && target >= 0)) {
     if (!w.Live(target)) return;
     const double reach = w.fire_base[u] + w.rad[target];
@@ -480,12 +468,12 @@ inline void StarCraftMicro<S>::DesiredVelocity(const Work& w, int u, double v[2]
     if (d <= reach + kRangeEps) {
       firing = true;
     } else {
-      TowardKnown(dx, dy, d, w.speed[u], reach, v);
+      Toward(dx, dy, d, w.speed[u], reach, v);
     }
   } else if (order == kAttackMove) {
     if (!w.healer[u]) {
       const double dx = order_point_[u][0] - w.x[u], dy = order_point_[u][1] - w.y[u];
-      TowardKnown(dx, dy, std::sqrt(dx * dx + dy * dy), w.speed[u], 0, v);
+      Toward(dx, dy, std::sqrt(dx * dx + dy * dy), w.speed[u], 0, v);
       return;
     }
     // An enemy Medivac with nobody to heal escorts the nearest friendly ground unit.
@@ -502,7 +490,7 @@ inline void StarCraftMicro<S>::DesiredVelocity(const Work& w, int u, double v[2]
     }
     if (escort >= 0) {
       const double dx = w.x[escort] - w.x[u], dy = w.y[escort] - w.y[u];
-      TowardKnown(dx, dy, std::sqrt(dx * dx + dy * dy), slowest, w.rad[u] + w.rad[escort] + kMedivacFollowGap, v);
+      Toward(dx, dy, std::sqrt(dx * dx + dy * dy), slowest, w.rad[u] + w.rad[escort] + kMedivacFollowGap, v);
     }
   }
 }

@@ -324,6 +324,8 @@ struct StarCraftMicro<S>::Work {
   bool air[kUnits], healer[kUnits], hits_air[kUnits], hits_ground[kUnits];
   unsigned live_mask;              // bit u = live[u]
   unsigned ally_air, ally_ground;  // present allies by plane (for the enemy AI's CanHit)
+  uint8_t attackers[kUnits];       // bit a of attackers[v]: live ally a attacks v
+  bool orders_dirty;               // housekeeping due: new ally orders or a death
 
   bool Live(int u) const { return u >= 0 && live[u]; }
   bool CanHit(int a, int t) const { return air[t] ? hits_air[a] : hits_ground[a]; }
@@ -335,6 +337,7 @@ struct StarCraftMicro<S>::Work {
   void Kill(int u) {
     live[u] = 0;
     live_mask &= ~(1u << u);
+    orders_dirty = true;
   }
 };
 
@@ -361,6 +364,7 @@ bool StarCraftMicro<S>::AirPreTest(const Work& w, int i, unsigned partners) {
 template <Scenario S>
 void StarCraftMicro<S>::LoadWork(Work& w) const {
   w.live_mask = w.ally_air = w.ally_ground = 0;
+  w.orders_dirty = true;
   for (int u = 0; u < kUnits; ++u) {
     w.x[u] = pos_[u][0];
     w.y[u] = pos_[u][1];
@@ -388,9 +392,10 @@ void StarCraftMicro<S>::LoadWork(Work& w) const {
   }
 }
 
-// Enemy target acquisition (spec §7). attackers[v]: bit a set when live ally a attacks v.
+// Enemy target acquisition (spec §7).
 template <Scenario S>
-void StarCraftMicro<S>::EnemyAcquire(const Work& w, int u, const uint8_t* attackers) {
+void StarCraftMicro<S>::EnemyAcquire(const Work& w, int u) {
+  const uint8_t* attackers = w.attackers;
   if (w.healer[u]) {  // heal the lowest-HP-fraction damaged friendly ground unit in heal range
     int best = -1;
     double best_frac = 2;
@@ -516,20 +521,23 @@ void StarCraftMicro<S>::ApplyHits(Work& w, int attacker, int target) {
 
 template <Scenario S>
 void StarCraftMicro<S>::Tick(Work& w) {
-  // 1. Housekeeping.
-  for (int u = 0; u < kMaxPerSide; ++u)
-    if (w.live[u] && (order_[u] == kAttackUnit || order_[u] == kHealUnit) && !w.Live(order_target_[u])) {
-      order_[u] = kIdle;
-      order_target_[u] = -1;
-    }
-  // Allies attacking each unit, as bit masks: the enemy AI's class (a) test. Ally orders do not
-  // change during acquisition.
-  uint8_t attackers[kUnits] = {};
-  for (int a = 0; a < kMaxPerSide; ++a)
-    if (w.live[a] && order_[a] == kAttackUnit && order_target_[a] >= 0)
-      attackers[order_target_[a]] = static_cast<uint8_t>(attackers[order_target_[a]] | 1u << a);
+  // 1. Housekeeping. Ally orders and their targets' liveness change only between steps and on
+  // deaths, so this (and the attacker masks) runs only then.
+  if (w.orders_dirty) {
+    w.orders_dirty = false;
+    for (int u = 0; u < kMaxPerSide; ++u)
+      if (w.live[u] && (order_[u] == kAttackUnit || order_[u] == kHealUnit) && !w.Live(order_target_[u])) {
+        order_[u] = kIdle;
+        order_target_[u] = -1;
+      }
+    // Allies attacking each unit, as bit masks: the enemy AI's class (a) test.
+    std::fill(std::begin(w.attackers), std::end(w.attackers), 0);
+    for (int a = 0; a < kMaxPerSide; ++a)
+      if (w.live[a] && order_[a] == kAttackUnit && order_target_[a] >= 0)
+        w.attackers[order_target_[a]] = static_cast<uint8_t>(w.attackers[order_target_[a]] | 1u << a);
+  }
   for (int u = kMaxPerSide; u < kUnits; ++u)
-    if (w.live[u] && order_[u] == kAttackMove) EnemyAcquire(w, u, attackers);
+    if (w.live[u] && order_[u] == kAttackMove) EnemyAcquire(w, u);
   // 2-3. Desired velocities (all from the same positions), then integration.
   double v[kUnits][2];
   bool firing[kUnits] = {};

@@ -104,7 +104,7 @@ class StarCraftMicro {
   void LoadWork(Work& w) const;
   void Tick(Work& w);
   static bool AirPreTest(const Work& w, int i, unsigned partners);
-  void EnemyAcquire(const Work& w, int u, const uint8_t* attackers);
+  void EnemyAcquire(const Work& w, int u);
   void DesiredVelocity(const Work& w, int u, double v[2], bool& firing) const;
   void ApplyHits(Work& w, int attacker, int target);
   bool Alive(int u) const { return u >= 0 && type_[u] >= 0 && alive_[u]; }

@@ -551,12 +551,15 @@ void StarCraftMicro<S>::Tick(Work& w) {
     w.y[u] = Clamp(w.y[u] + v[u][1], w.rad[u], w.hi[u]);
   }
   // 4. Separation of overlapping pairs on the same plane, in index order, with an exact double
-  // test per pair. Air units (plane offset 1e6) keep the row pre-test on float copies that the
-  // spec implementation used: it is coarse at that offset (a float ulp there is 1/16) and can miss
-  // an air overlap, so it still decides whether an air unit's row runs. Ground rows need none: the
-  // pre-test's margin made it a superset of the ground overlaps.
+  // test per pair. Air units (plane offset 1e6) keep the earlier implementation's row pre-test on
+  // float copies: it is coarse at that offset (a float ulp there is 1/16) and can miss an air
+  // overlap, so it still decides whether an air unit's row runs (trajectories stay bit-identical).
+  // Ground rows need none: its margin made it a superset of the ground overlaps.
   unsigned air_live = 0;
-  for (unsigned m = w.live_mask; m; m &= m - 1) air_live |= static_cast<unsigned>(w.air[LowestBit(m)]) << LowestBit(m);
+  for (unsigned m = w.live_mask; m; m &= m - 1) {
+    const int u = LowestBit(m);
+    air_live |= static_cast<unsigned>(w.air[u]) << u;
+  }
   const double half_firmness = 0.5 * firmness_;
   for (unsigned rows = w.live_mask; rows; rows &= rows - 1) {
     const int i = LowestBit(rows);

@@ -101,10 +101,9 @@ inline double Dist2(const double* a, const double* b) {
 
 inline double Clamp(double x, double lo, double hi) { return std::min(std::max(x, lo), hi); }
 
-// Velocity of at most `speed` toward p; stops `stop_short` before it (never overshoots).
-inline void Toward(const double* from, const double* p, double speed, double stop_short, double v[2]) {
-  const double dx = p[0] - from[0], dy = p[1] - from[1];
-  const double d = std::sqrt(dx * dx + dy * dy);
+// Velocity of at most `speed` toward a point at offset (dx, dy) and distance d (the caller has it);
+// stops `stop_short` before it (never overshoots).
+inline void Toward(double dx, double dy, double d, double speed, double stop_short, double v[2]) {
   const double step = std::min(speed, d - stop_short);
   if (d <= 0 || step <= 0) {
     v[0] = v[1] = 0;
@@ -305,19 +304,107 @@ void StarCraftMicro<S>::SetAllyOrders(const int32_t* actions) {
   }
 }
 
+// Per-step working set. Unit types cannot change within a step, so each unit's stats are looked
+// up once per step rather than in every tick; positions live here as SoA for the 8 ticks and go
+// back to pos_ at the end of the step. Every derived value is computed with the same operations
+// in the same order as the spec formulas it replaces, so results are bit-identical.
+template <Scenario S>
+struct StarCraftMicro<S>::Work {
+  double x[kUnits], y[kUnits];
+  double rad[kUnits], hi[kUnits];  // radius and kMapSize - radius: the clamp bounds
+  double speed[kUnits];            // Speed(u)
+  double fire_base[kUnits];        // range + radius; + target radius = weapon (heal) reach
+  double scan_base[kUnits];        // max(range, enemy_scan) + radius; + target radius = scan reach
+  double leash_base[kUnits];       // max(range, enemy_scan) + enemy_leash + radius
+  double period[kUnits];           // period * cooldown_scale
+  double hp[kUnits], shield_max[kUnits];
+  float freach[kUnits];            // air separation pre-test radius (float, with margin)
+  double plane[kUnits];            // separation plane offset: air and ground never overlap
+  uint8_t live[kUnits];            // Alive(u) without the lookups; cleared on death
+  bool air[kUnits], healer[kUnits], hits_air[kUnits], hits_ground[kUnits];
+  unsigned live_mask;              // bit u = live[u]
+  unsigned ally_air, ally_ground;  // present allies by plane (for the enemy AI's CanHit)
+  uint8_t attackers[kUnits];       // bit a of attackers[v]: live ally a attacks v
+  bool orders_dirty;               // housekeeping due: new ally orders or a death
+
+  bool Live(int u) const { return u >= 0 && live[u]; }
+  bool CanHit(int a, int t) const { return air[t] ? hits_air[a] : hits_ground[a]; }
+  unsigned HitMask(int a) const { return (hits_air[a] ? ally_air : 0u) | (hits_ground[a] ? ally_ground : 0u); }
+  double Dist2(int a, int b) const {
+    const double dx = x[a] - x[b], dy = y[a] - y[b];
+    return dx * dx + dy * dy;
+  }
+  void Kill(int u) {
+    live[u] = 0;
+    live_mask &= ~(1u << u);
+    orders_dirty = true;
+  }
+};
+
+namespace {
+
+inline int LowestBit(unsigned m) { return __builtin_ctz(m); }
+
+}  // namespace
+
+// The row pre-test of air unit i against the later air units `partners`, on float copies of the
+// positions with the 1e6 plane offset and a 0.01 margin per radius (see Tick, step 4).
+template <Scenario S>
+bool StarCraftMicro<S>::AirPreTest(const Work& w, int i, unsigned partners) {
+  const float xi = static_cast<float>(w.x[i]), yi = static_cast<float>(w.y[i] + w.plane[i]), ri = w.freach[i];
+  for (; partners; partners &= partners - 1) {
+    const int j = LowestBit(partners);
+    const float dx = static_cast<float>(w.x[j]) - xi, dy = static_cast<float>(w.y[j] + w.plane[j]) - yi;
+    const float reach = ri + w.freach[j];
+    if (dx * dx + dy * dy < reach * reach) return true;
+  }
+  return false;
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::LoadWork(Work& w) const {
+  w.live_mask = w.ally_air = w.ally_ground = 0;
+  w.orders_dirty = true;
+  for (int u = 0; u < kUnits; ++u) {
+    w.x[u] = pos_[u][0];
+    w.y[u] = pos_[u][1];
+    w.live[u] = Alive(u);
+    w.live_mask |= static_cast<unsigned>(w.live[u]) << u;
+    const bool present = type_[u] >= 0;
+    const UnitStats& st = kStats[present ? type_[u] : 0];  // absent units: never read
+    const double scan_edge = std::max(st.range, enemy_scan_);
+    w.rad[u] = st.radius;
+    w.hi[u] = kMapSize - st.radius;
+    w.speed[u] = present ? Speed(u) : 0.0;
+    w.fire_base[u] = st.range + st.radius;
+    w.scan_base[u] = scan_edge + st.radius;
+    w.leash_base[u] = scan_edge + enemy_leash_ + st.radius;
+    w.period[u] = st.period * cooldown_scale_;
+    w.hp[u] = st.hp;
+    w.shield_max[u] = st.shield;
+    w.freach[u] = static_cast<float>(st.radius) + 0.01f;
+    w.plane[u] = st.air ? 1e6 : 0.0;
+    w.air[u] = st.air;
+    w.healer[u] = st.healer;
+    w.hits_air[u] = st.hits > 0 && st.hits_air;
+    w.hits_ground[u] = st.hits > 0 && st.hits_ground;
+    if (present && u < kMaxPerSide) (st.air ? w.ally_air : w.ally_ground) |= 1u << u;
+  }
+}
+
 // Enemy target acquisition (spec §7).
 template <Scenario S>
-void StarCraftMicro<S>::EnemyAcquire(int u) {
-  const UnitStats& st = kStats[type_[u]];
-  if (st.healer) {  // heal the lowest-HP-fraction damaged friendly ground unit in heal range
+void StarCraftMicro<S>::EnemyAcquire(const Work& w, int u) {
+  const uint8_t* attackers = w.attackers;
+  if (w.healer[u]) {  // heal the lowest-HP-fraction damaged friendly ground unit in heal range
     int best = -1;
     double best_frac = 2;
     for (int f = kMaxPerSide; f < kUnits; ++f) {
-      if (f == u || !Alive(f) || kStats[type_[f]].air) continue;
-      const double frac = health_[f] / kStats[type_[f]].hp;
+      if (f == u || !w.live[f] || w.air[f]) continue;
+      const double frac = health_[f] / w.hp[f];
       if (frac >= 1) continue;
-      const double reach = st.range + st.radius + kStats[type_[f]].radius;
-      if (Dist2(pos_[u], pos_[f]) > reach * reach) continue;
+      const double reach = w.fire_base[u] + w.rad[f];
+      if (w.Dist2(u, f) > reach * reach) continue;
       if (frac < best_frac) {
         best_frac = frac;
         best = f;
@@ -326,23 +413,23 @@ void StarCraftMicro<S>::EnemyAcquire(int u) {
     order_target_[u] = static_cast<int8_t>(best);
     return;
   }
-  const double scan_edge = std::max(st.range, enemy_scan_);
   const int cur = order_target_[u];
-  bool keep = cur >= 0 && Alive(cur) && CanHit(u, cur);
+  bool keep = cur >= 0 && w.live[cur] && w.CanHit(u, cur);
   if (keep) {
-    const double leash = scan_edge + enemy_leash_ + st.radius + kStats[type_[cur]].radius;
-    keep = Dist2(pos_[u], pos_[cur]) <= leash * leash;
+    const double leash = w.leash_base[u] + w.rad[cur];
+    keep = w.Dist2(u, cur) <= leash * leash;
   }
+  const unsigned hittable = w.live_mask & w.HitMask(u);  // live allies u can hit
   if (keep) {
     // Keep the target unless it is not attacking u and an ally that is attacking u is in scan
     // (the nearest such ally, as the full scan below would pick).
     if (order_[cur] == kAttackUnit && order_target_[cur] == u) return;
     int best = -1;
     double best_d2 = 0;
-    for (int a = 0; a < kMaxPerSide; ++a) {
-      if (order_[a] != kAttackUnit || order_target_[a] != u || !Alive(a) || !CanHit(u, a)) continue;
-      const double reach = scan_edge + st.radius + kStats[type_[a]].radius;
-      const double d2 = Dist2(pos_[u], pos_[a]);
+    for (unsigned m = attackers[u] & hittable; m; m &= m - 1) {  // usually empty
+      const int a = LowestBit(m);
+      const double reach = w.scan_base[u] + w.rad[a];
+      const double d2 = w.Dist2(u, a);
       if (d2 <= reach * reach && (best < 0 || d2 < best_d2)) {
         best = a;
         best_d2 = d2;
@@ -353,13 +440,13 @@ void StarCraftMicro<S>::EnemyAcquire(int u) {
   }
   int best = -1, best_class = 3;
   double best_d2 = 0;
-  for (int a = 0; a < kMaxPerSide; ++a) {
-    if (!Alive(a) || !CanHit(u, a)) continue;
-    const double reach = scan_edge + st.radius + kStats[type_[a]].radius;
-    const double d2 = Dist2(pos_[u], pos_[a]);
+  for (unsigned m = hittable; m; m &= m - 1) {
+    const int a = LowestBit(m);
+    const double reach = w.scan_base[u] + w.rad[a];
+    const double d2 = w.Dist2(u, a);
     if (d2 > reach * reach) continue;
-    const bool attacking = order_[a] == kAttackUnit && order_target_[a] == u;
-    const int cls = attacking ? 0 : (!kStats[type_[a]].healer || order_[a] == kHealUnit) ? 1 : 2;
+    const bool attacking = (attackers[u] >> a) & 1;
+    const int cls = attacking ? 0 : (!w.healer[a] || order_[a] == kHealUnit) ? 1 : 2;
     if (cls < best_class || (cls == best_class && d2 < best_d2)) {
       best = a;
       best_class = cls;
@@ -370,47 +457,51 @@ void StarCraftMicro<S>::EnemyAcquire(int u) {
 }
 
 template <Scenario S>
-void StarCraftMicro<S>::DesiredVelocity(int u, double v[2], bool& firing) const {
-  const UnitStats& st = kStats[type_[u]];
+inline void StarCraftMicro<S>::DesiredVelocity(const Work& w, int u, double v[2], bool& firing) const {
   v[0] = v[1] = 0;
   firing = false;
   const int order = order_[u];
   const int target = order_target_[u];
   if (order == kMove) {
-    Toward(pos_[u], order_point_[u], Speed(u), 0, v);
+    const double dx = order_point_[u][0] - w.x[u], dy = order_point_[u][1] - w.y[u];
+    Toward(dx, dy, std::sqrt(dx * dx + dy * dy), w.speed[u], 0, v);
   } else if (order == kAttackUnit || order == kHealUnit || (order == kAttackMove && target >= 0)) {
-    if (target < 0 || !Alive(target)) return;
-    const double reach = st.range + st.radius + kStats[type_[target]].radius;
-    const double d = std::sqrt(Dist2(pos_[u], pos_[target]));
+    if (!w.Live(target)) return;
+    const double reach = w.fire_base[u] + w.rad[target];
+    const double dx = w.x[target] - w.x[u], dy = w.y[target] - w.y[u];
+    const double d = std::sqrt(dx * dx + dy * dy);
     if (d <= reach + kRangeEps) {
       firing = true;
     } else {
-      Toward(pos_[u], pos_[target], Speed(u), reach, v);
+      Toward(dx, dy, d, w.speed[u], reach, v);
     }
   } else if (order == kAttackMove) {
-    if (!st.healer) {
-      Toward(pos_[u], order_point_[u], Speed(u), 0, v);
+    if (!w.healer[u]) {
+      const double dx = order_point_[u][0] - w.x[u], dy = order_point_[u][1] - w.y[u];
+      Toward(dx, dy, std::sqrt(dx * dx + dy * dy), w.speed[u], 0, v);
       return;
     }
     // An enemy Medivac with nobody to heal escorts the nearest friendly ground unit.
     int escort = -1;
-    double best_d2 = std::numeric_limits<double>::infinity(), slowest = Speed(u);
+    double best_d2 = std::numeric_limits<double>::infinity(), slowest = w.speed[u];
     for (int f = kMaxPerSide; f < kUnits; ++f) {
-      if (!Alive(f) || kStats[type_[f]].air) continue;
-      slowest = std::min(slowest, Speed(f));
-      const double d2 = Dist2(pos_[u], pos_[f]);
+      if (!w.live[f] || w.air[f]) continue;
+      slowest = std::min(slowest, w.speed[f]);
+      const double d2 = w.Dist2(u, f);
       if (d2 < best_d2) {
         best_d2 = d2;
         escort = f;
       }
     }
-    if (escort >= 0)
-      Toward(pos_[u], pos_[escort], slowest, st.radius + kStats[type_[escort]].radius + kMedivacFollowGap, v);
+    if (escort >= 0) {
+      const double dx = w.x[escort] - w.x[u], dy = w.y[escort] - w.y[u];
+      Toward(dx, dy, std::sqrt(dx * dx + dy * dy), slowest, w.rad[u] + w.rad[escort] + kMedivacFollowGap, v);
+    }
   }
 }
 
 template <Scenario S>
-void StarCraftMicro<S>::ApplyHits(int attacker, int target) {
+void StarCraftMicro<S>::ApplyHits(Work& w, int attacker, int target) {
   const UnitStats& a = kStats[type_[attacker]];
   const UnitStats& t = kStats[type_[target]];
   const double damage = (a.damage + (t.armored ? a.bonus_vs_armored : 0)) * damage_scale_;
@@ -422,112 +513,118 @@ void StarCraftMicro<S>::ApplyHits(int attacker, int target) {
     since_damage_[target] = 0;
     if (health_[target] <= 0) {
       alive_[target] = 0;
+      w.Kill(target);
       return;
     }
   }
 }
 
 template <Scenario S>
-void StarCraftMicro<S>::Tick() {
-  // 1. Housekeeping.
-  for (int u = 0; u < kMaxPerSide; ++u)
-    if (Alive(u) && (order_[u] == kAttackUnit || order_[u] == kHealUnit) && !Alive(order_target_[u])) {
-      order_[u] = kIdle;
-      order_target_[u] = -1;
-    }
+void StarCraftMicro<S>::Tick(Work& w) {
+  // 1. Housekeeping. Ally orders and their targets' liveness change only between steps and on
+  // deaths, so this (and the attacker masks) runs only then.
+  if (w.orders_dirty) {
+    w.orders_dirty = false;
+    for (int u = 0; u < kMaxPerSide; ++u)
+      if (w.live[u] && (order_[u] == kAttackUnit || order_[u] == kHealUnit) && !w.Live(order_target_[u])) {
+        order_[u] = kIdle;
+        order_target_[u] = -1;
+      }
+    // Allies attacking each unit, as bit masks: the enemy AI's class (a) test.
+    std::fill(std::begin(w.attackers), std::end(w.attackers), 0);
+    for (int a = 0; a < kMaxPerSide; ++a)
+      if (w.live[a] && order_[a] == kAttackUnit && order_target_[a] >= 0)
+        w.attackers[order_target_[a]] = static_cast<uint8_t>(w.attackers[order_target_[a]] | 1u << a);
+  }
   for (int u = kMaxPerSide; u < kUnits; ++u)
-    if (Alive(u) && order_[u] == kAttackMove) EnemyAcquire(u);
-  // 2-3. Desired velocities, then integration.
+    if (w.live[u] && order_[u] == kAttackMove) EnemyAcquire(w, u);
+  // 2-3. Desired velocities (all from the same positions), then integration.
   double v[kUnits][2];
-  bool firing[kUnits];
-  int alive_units[kUnits];
-  int n_alive = 0;
-  for (int u = 0; u < kUnits; ++u) {
-    firing[u] = false;
-    if (!Alive(u)) continue;
-    alive_units[n_alive++] = u;
-    DesiredVelocity(u, v[u], firing[u]);
+  bool firing[kUnits] = {};
+  for (unsigned m = w.live_mask; m; m &= m - 1) {
+    const int u = LowestBit(m);
+    DesiredVelocity(w, u, v[u], firing[u]);
   }
-  for (int k = 0; k < n_alive; ++k) {
-    const int u = alive_units[k];
-    const double r = kStats[type_[u]].radius;
-    pos_[u][0] = Clamp(pos_[u][0] + v[u][0], r, kMapSize - r);
-    pos_[u][1] = Clamp(pos_[u][1] + v[u][1], r, kMapSize - r);
+  for (unsigned m = w.live_mask; m; m &= m - 1) {
+    const int u = LowestBit(m);
+    w.x[u] = Clamp(w.x[u] + v[u][0], w.rad[u], w.hi[u]);
+    w.y[u] = Clamp(w.y[u] + v[u][1], w.rad[u], w.hi[u]);
   }
-  // 4. Separation of overlapping pairs on the same plane, in index order (on compact copies:
-  // overlaps are rare, so the pair test is the hot loop).
-  double px[kUnits], py[kUnits], rad[kUnits], plane[kUnits];
-  float fx[kUnits], fy[kUnits], freach[kUnits];  // float copies for a conservative pre-test
-  for (int k = 0; k < n_alive; ++k) {
-    const int u = alive_units[k];
-    px[k] = pos_[u][0];
-    py[k] = pos_[u][1];
-    rad[k] = kStats[type_[u]].radius;
-    plane[k] = kStats[type_[u]].air ? 1e6 : 0.0;  // a plane offset: air and ground never overlap
-    fx[k] = static_cast<float>(px[k]);
-    fy[k] = static_cast<float>(py[k] + plane[k]);
-    freach[k] = static_cast<float>(rad[k]) + 0.01f;  // margin: float rounding never hides an overlap
+  // 4. Separation of overlapping pairs on the same plane, in index order, with an exact double
+  // test per pair. Air units (plane offset 1e6) keep the earlier implementation's row pre-test on
+  // float copies: it is coarse at that offset (a float ulp there is 1/16) and can miss an air
+  // overlap, so it still decides whether an air unit's row runs (trajectories stay bit-identical).
+  // Ground rows need none: its margin made it a superset of the ground overlaps.
+  unsigned air_live = 0;
+  for (unsigned m = w.live_mask; m; m &= m - 1) {
+    const int u = LowestBit(m);
+    air_live |= static_cast<unsigned>(w.air[u]) << u;
   }
-  for (int i = 0; i < n_alive; ++i) {
-    // Cheap pre-test of all later partners on float copies kept current through every push (a
-    // superset of the true overlaps thanks to the margin); most units overlap nobody. The exact
-    // double test follows.
-    int any = 0;
-    const float xi = fx[i], yi = fy[i], ri = freach[i];
-    for (int j = i + 1; j < n_alive; ++j) {
-      const float dx = fx[j] - xi, dy = fy[j] - yi, reach = ri + freach[j];
-      any |= dx * dx + dy * dy < reach * reach;
-    }
-    if (!any) continue;
-    for (int j = i + 1; j < n_alive; ++j) {
-      const double min_d = rad[i] + rad[j];
-      const double dx = px[j] - px[i], dy = py[j] - py[i], dz = plane[j] - plane[i];
-      const double d2 = dx * dx + dy * dy + dz * dz;
+  const double half_firmness = 0.5 * firmness_;
+  for (unsigned rows = w.live_mask; rows; rows &= rows - 1) {
+    const int i = LowestBit(rows);
+    const unsigned later = ~((2u << i) - 1);
+    unsigned partners = (w.air[i] ? air_live : w.live_mask & ~air_live) & later;
+    if (w.air[i] && !AirPreTest(w, i, partners)) continue;
+    while (partners) {
+      const int j = LowestBit(partners);
+      partners &= partners - 1;
+      const double min_d = w.rad[i] + w.rad[j];
+      const double dx = w.x[j] - w.x[i], dy = w.y[j] - w.y[i];
+      const double d2 = dx * dx + dy * dy;  // same plane: the spec's dz term is 0
       if (d2 >= min_d * min_d) continue;
       const double d = std::sqrt(d2);
       const double ux = d > 0 ? dx / d : 1.0, uy = d > 0 ? dy / d : 0.0;
-      const double push = 0.5 * firmness_ * (min_d - d);
-      px[i] = Clamp(px[i] - ux * push, rad[i], kMapSize - rad[i]);
-      py[i] = Clamp(py[i] - uy * push, rad[i], kMapSize - rad[i]);
-      px[j] = Clamp(px[j] + ux * push, rad[j], kMapSize - rad[j]);
-      py[j] = Clamp(py[j] + uy * push, rad[j], kMapSize - rad[j]);
-      fx[i] = static_cast<float>(px[i]);
-      fy[i] = static_cast<float>(py[i] + plane[i]);
-      fx[j] = static_cast<float>(px[j]);
-      fy[j] = static_cast<float>(py[j] + plane[j]);
+      const double push = half_firmness * (min_d - d);
+      w.x[i] = Clamp(w.x[i] - ux * push, w.rad[i], w.hi[i]);
+      w.y[i] = Clamp(w.y[i] - uy * push, w.rad[i], w.hi[i]);
+      w.x[j] = Clamp(w.x[j] + ux * push, w.rad[j], w.hi[j]);
+      w.y[j] = Clamp(w.y[j] + uy * push, w.rad[j], w.hi[j]);
     }
   }
-  for (int k = 0; k < n_alive; ++k) {
-    pos_[alive_units[k]][0] = px[k];
-    pos_[alive_units[k]][1] = py[k];
+  // 5. Combat in a fresh random order (world stream). Only units that may act (firing on a live
+  // target, weapon ready or healing) depend on the order; with at most one of them the shuffle
+  // only advances the stream.
+  int order[kUnits], n_alive = 0, n_active = 0, active = -1;
+  for (unsigned m = w.live_mask; m; m &= m - 1) {
+    const int u = LowestBit(m);
+    order[n_alive++] = u;
+    if (firing[u] && w.Live(order_target_[u]) && (w.healer[u] || cooldown_[u] <= 0)) {
+      ++n_active;
+      active = u;
+    }
   }
-  // 5. Combat in a fresh random order (world stream).
-  for (int k = n_alive - 1; k > 0; --k) std::swap(alive_units[k], alive_units[world_rng_.randint(k + 1)]);
+  if (n_active <= 1) {
+    for (int k = n_alive - 1; k > 0; --k) world_rng_.next();  // randint(k + 1) draws one number
+    if (n_active == 1) order[0] = active;
+    n_alive = n_active;
+  } else {
+    for (int k = n_alive - 1; k > 0; --k) std::swap(order[k], order[world_rng_.randint(k + 1)]);
+  }
   for (int k = 0; k < n_alive; ++k) {
-    const int u = alive_units[k];
-    if (!alive_[u] || !firing[u]) continue;
+    const int u = order[k];
+    if (!w.live[u] || !firing[u]) continue;
     const int t = order_target_[u];
-    if (t < 0 || !Alive(t)) continue;
-    const UnitStats& st = kStats[type_[u]];
-    if (st.healer) {
-      const double heal = std::min({kHealPerLoop, kStats[type_[t]].hp - health_[t], energy_[u] / kEnergyPerHp});
+    if (!w.Live(t)) continue;
+    if (w.healer[u]) {
+      const double heal = std::min({kHealPerLoop, w.hp[t] - health_[t], energy_[u] / kEnergyPerHp});
       if (heal > 0) {
         health_[t] += heal;
         energy_[u] -= heal * kEnergyPerHp;
       }
     } else if (cooldown_[u] <= 0) {
-      ApplyHits(u, t);
-      cooldown_[u] = st.period * cooldown_scale_ + (jitter_ ? world_rng_.randint(4) - 1 : 0);
+      ApplyHits(w, u, t);
+      cooldown_[u] = w.period[u] + (jitter_ ? world_rng_.randint(4) - 1 : 0);
     }
   }
   // 6. Timers.
-  for (int u = 0; u < kUnits; ++u) {
-    if (!Alive(u)) continue;
-    const UnitStats& st = kStats[type_[u]];
+  for (unsigned m = w.live_mask; m; m &= m - 1) {
+    const int u = LowestBit(m);
     cooldown_[u] = std::max(cooldown_[u] - 1, 0.0);
     if (since_damage_[u] < kSinceDamageCap) ++since_damage_[u];
-    if (since_damage_[u] >= kShieldDelay && shield_[u] < st.shield) shield_[u] = std::min(st.shield, shield_[u] + kShieldRegen);
-    if (st.healer) energy_[u] = std::min(kEnergyMax, energy_[u] + kEnergyRegen);
+    if (since_damage_[u] >= kShieldDelay && shield_[u] < w.shield_max[u])
+      shield_[u] = std::min(w.shield_max[u], shield_[u] + kShieldRegen);
+    if (w.healer[u]) energy_[u] = std::min(kEnergyMax, energy_[u] + kEnergyRegen);
   }
 }
 
@@ -542,7 +639,13 @@ void StarCraftMicro<S>::Step(const int32_t* actions, const StepSlot& out) {
     prev[e] = health_[u] + shield_[u];
   }
   SetAllyOrders(actions);
-  for (int t = 0; t < kLoopsPerStep; ++t) Tick();
+  Work w;
+  LoadWork(w);
+  for (int t = 0; t < kLoopsPerStep; ++t) Tick(w);
+  for (int u = 0; u < kUnits; ++u) {
+    pos_[u][0] = w.x[u];
+    pos_[u][1] = w.y[u];
+  }
   ++episode_step_;
 
   double delta = 0;
@@ -586,7 +689,7 @@ void StarCraftMicro<S>::Step(const int32_t* actions, const StepSlot& out) {
 }
 
 template <Scenario S>
-void StarCraftMicro<S>::AvailActions(int a, uint8_t* row) const {
+void StarCraftMicro<S>::AvailActions(int a, const double* d2, uint8_t* row) const {
   std::memset(row, 0, kActions);
   if (!Alive(a)) {
     row[0] = 1;
@@ -603,12 +706,11 @@ void StarCraftMicro<S>::AvailActions(int a, uint8_t* row) const {
   constexpr double kAvail2 = kAvailRange * kAvailRange;
   if (kStats[type_[a]].healer) {
     for (int u = 0; u < kMaxPerSide; ++u)
-      if (u != a && Alive(u) && !kStats[type_[u]].air && tag_[u] >= kMaxPerSide && 6 + tag_[u] < kActions &&
-          Dist2(pos_[a], pos_[u]) <= kAvail2)
+      if (u != a && Alive(u) && !kStats[type_[u]].air && tag_[u] >= kMaxPerSide && 6 + tag_[u] < kActions && d2[u] <= kAvail2)
         row[6 + tag_[u]] = 1;
   } else {
     for (int u = kMaxPerSide; u < kUnits; ++u)
-      if (Alive(u) && tag_[u] >= 0 && tag_[u] < kMaxPerSide && Dist2(pos_[a], pos_[u]) <= kAvail2) row[6 + tag_[u]] = 1;
+      if (Alive(u) && tag_[u] >= 0 && tag_[u] < kMaxPerSide && d2[u] <= kAvail2) row[6 + tag_[u]] = 1;
   }
 }
 
@@ -619,14 +721,25 @@ void StarCraftMicro<S>::WriteObservation(const ObsSlot& out) const {
   std::memset(out.attributes, 0, sizeof(float) * kAgents * kTypeDim);
   std::memset(out.agent_present, 0, kAgents);
   std::memset(out.entity_present, 0, kUnits);
-  std::memset(out.obs_mask, 0, kAgents * kUnits);
-  std::memset(out.full_mask, 0, kAgents * kUnits);
+  // Squared distances of every agent slot to every unit, shared by the availability (attack and
+  // heal range) and the sight mask: one branch-free pass (SoA copies vectorise).
+  double px[kUnits], py[kUnits];
+  for (int u = 0; u < kUnits; ++u) {
+    px[u] = pos_[u][0];
+    py[u] = pos_[u][1];
+  }
+  double d2[kAgents][kUnits];
+  for (int i = 0; i < kAgents; ++i)
+    for (int j = 0; j < kUnits; ++j) {
+      const double dx = px[i] - px[j], dy = py[i] - py[j];
+      d2[i][j] = dx * dx + dy * dy;
+    }
   double com[2] = {0, 0};
   int n = 0;
   for (int u = 0; u < kUnits; ++u) {
     if (type_[u] < 0) continue;
-    com[0] += pos_[u][0];
-    com[1] += pos_[u][1];
+    com[0] += px[u];
+    com[1] += py[u];
     ++n;
   }
   if (n > 0) {
@@ -641,7 +754,7 @@ void StarCraftMicro<S>::WriteObservation(const ObsSlot& out) const {
 
   for (int u = 0; u < kUnits; ++u) {
     const bool ally = u < kMaxPerSide;
-    if (ally) AvailActions(u, out.avail_actions + u * kActions);
+    if (ally) AvailActions(u, d2[u], out.avail_actions + u * kActions);
     if (type_[u] < 0) continue;
     const UnitStats& st = kStats[type_[u]];
     out.entity_present[u] = 1;
@@ -662,20 +775,21 @@ void StarCraftMicro<S>::WriteObservation(const ObsSlot& out) const {
     }
     row[kColHealth] = static_cast<float>(health_[u] / st.hp);
     if (info.protoss) row[kColHealth + 1] = st.shield > 0 ? static_cast<float>(shield_[u] / st.shield) : 0.0f;
-    row[kColPos] = static_cast<float>((pos_[u][0] - kMapSize / 2) / kMapSize);
-    row[kColPos + 1] = static_cast<float>((pos_[u][1] - kMapSize / 2) / kMapSize);
-    row[kColPos + 2] = static_cast<float>((pos_[u][0] - com[0]) * inv_spread);
-    row[kColPos + 3] = static_cast<float>((pos_[u][1] - com[1]) * inv_spread);
+    row[kColPos] = static_cast<float>((px[u] - kMapSize / 2) / kMapSize);
+    row[kColPos + 1] = static_cast<float>((py[u] - kMapSize / 2) / kMapSize);
+    row[kColPos + 2] = static_cast<float>((px[u] - com[0]) * inv_spread);
+    row[kColPos + 3] = static_cast<float>((py[u] - com[1]) * inv_spread);
   }
+  // Masks, branch-free: full = both present; obs = full and (i == j or both alive and in sight).
   constexpr double kSight2 = kSightRange * kSightRange;
   for (int i = 0; i < kAgents; ++i) {
-    if (type_[i] < 0) continue;
     uint8_t* obs = out.obs_mask + i * kUnits;
     uint8_t* full = out.full_mask + i * kUnits;
+    const bool present_i = type_[i] >= 0, alive_i = alive_[i] != 0;
     for (int j = 0; j < kUnits; ++j) {
-      if (type_[j] < 0) continue;
-      full[j] = 1;
-      obs[j] = i == j || (alive_[i] && alive_[j] && Dist2(pos_[i], pos_[j]) <= kSight2);
+      const bool both = present_i & (type_[j] >= 0);
+      full[j] = both;
+      obs[j] = both & ((i == j) | (alive_i & (alive_[j] != 0) & (d2[i][j] <= kSight2)));
     }
   }
 }

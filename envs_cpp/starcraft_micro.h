@@ -98,18 +98,21 @@ class StarCraftMicro {
   StateFields State();
 
  private:
+  struct Work;  // per-step working set (starcraft_micro.cpp)
   void Spawn();
   void SetAllyOrders(const int32_t* actions);
-  void Tick();
-  void EnemyAcquire(int u);
-  void DesiredVelocity(int u, double v[2], bool& firing) const;
-  void ApplyHits(int attacker, int target);
+  void LoadWork(Work& w) const;
+  void Tick(Work& w);
+  static bool AirPreTest(const Work& w, int i, unsigned partners);
+  void EnemyAcquire(const Work& w, int u);
+  void DesiredVelocity(const Work& w, int u, double v[2], bool& firing) const;
+  void ApplyHits(Work& w, int attacker, int target);
   bool Alive(int u) const { return u >= 0 && type_[u] >= 0 && alive_[u]; }
   bool CanHit(int attacker, int target) const;
   double Speed(int u) const {  // per loop; the enemy's stock Medivac may differ (option)
     return u >= sc2::kMaxPerSide && type_[u] == sc2::kMedivac ? enemy_medivac_speed_ : sc2::kStats[type_[u]].speed;
   }
-  void AvailActions(int a, uint8_t* row) const;
+  void AvailActions(int a, const double* d2, uint8_t* row) const;  // d2: a's squared distances to all units
 
   // World state (get_state/set_state keys).
   int8_t type_[sc2::kUnits] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from cpfast import _kernels, ops
 from cpfast.config import preset
 from cpfast.learner import Learner
+from cpfast.nn import EntityAttention
 from cpfast.ops import fused
 
 from test_learner import SPEC, rollout_batch
@@ -279,6 +280,22 @@ def test_ops_work_under_torch_compile():
     assert_all_close(torch.autograd.grad(compiled, compiled_in), torch.autograd.grad(eager, eager_in),
                      rtol=1e-6, atol=1e-6)
     assert ops.fallbacks() == fallbacks_before, "the fused kernels must have run, eager and compiled"
+
+
+def test_attention_block_under_torch_compile_matches_eager():
+    """The network's fused path (rows of masked queries left unwritten, a custom row gather)
+    traced by torch.compile gives eager's outputs and gradients."""
+    torch.manual_seed(9)
+    block = EntityAttention(32, 2)
+    x = torch.randn(64, 10, 32, requires_grad=True)
+    mask = (torch.rand(64, 4, 10) < 0.5).float()
+    mask[:, 2:] = 0  # absent agents: fully masked query rows
+    params = [x, block.w_q, block.pre.weight]
+    eager = block(x, mask)
+    compiled = torch.compile(block, backend="aot_eager")(x, mask)
+    torch.testing.assert_close(compiled, eager)
+    assert_all_close(torch.autograd.grad(compiled.square().sum(), params),
+                     torch.autograd.grad(eager.square().sum(), params), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["copa", "aqmix", "aiqmix"])

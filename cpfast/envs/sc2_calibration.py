@@ -149,7 +149,7 @@ def _make_policy(policy: str, spec, seed: int):
     return ScriptedFocusFirePolicy(spec, "nearest" if policy == "focus_fire_nearest" else "lowest_health")
 
 
-def _play(env, policy, policy_name: str, composition: int, episodes: int, draws_possible: bool) -> list[Episode]:
+def _play(env, policy, policy_name: str, composition: int, episodes: int) -> list[Episode]:
     """Steps ``env`` (evaluation-seeded: env i's j-th episode is k = i + j * num_envs) until episodes
     0 .. episodes-1 have finished; time to kill from the health column of the enemy entity rows."""
     spec, b = env.spec, env.num_envs
@@ -173,12 +173,14 @@ def _play(env, policy, policy_name: str, composition: int, episodes: int, draws_
         death[newly] = np.broadcast_to(steps[:, None], death.shape)[newly]
         for i in np.flatnonzero(done):
             if k[i] < episodes:
-                if info["battle_won"][i]:
-                    outcome = "win"
-                elif truncated[i]:
+                # The env's own outcome flags (both backends set them; spec §8). battle_draw
+                # also covers time-outs, which the harness keeps apart.
+                if info["timeout"][i]:
                     outcome = "timeout"
-                elif draws_possible and not (ents[i, :, col] > 0).any():
-                    outcome = "draw"  # both sides empty (a loss in 3-8MMM, spec §8)
+                elif info["battle_won"][i]:
+                    outcome = "win"
+                elif info["battle_draw"][i]:
+                    outcome = "draw"
                 else:
                     outcome = "loss"
                 ttk = [float(d) if d >= 0 else math.inf for d in death[i][exists[i]]]
@@ -200,7 +202,7 @@ def run_backend(factory: BackendFactory, config: CalibrationConfig) -> list[Epis
             env = factory(config.name, num_envs=num_envs, composition=c, eval_seed=config.eval_seed)
             try:
                 policy = _make_policy(policy_name, env.spec, config.policy_seed * 1_000_003 + c)
-                episodes += _play(env, policy, policy_name, c, config.episodes, config.name == "sc2_3-8sz")
+                episodes += _play(env, policy, policy_name, c, config.episodes)
             finally:
                 env.close()
     return sorted(episodes, key=lambda e: e.key)

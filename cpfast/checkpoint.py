@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 FORMAT = "cpfast-checkpoint-v1"
@@ -52,3 +53,16 @@ def check_compatible(payload: dict, config: dict, path) -> None:
     wrong = [f"{k}: checkpoint {stored.get(k)!r} vs run {config[k]!r}" for k in keys if stored.get(k) != config[k]]
     if wrong:
         raise CheckpointError(f"checkpoint {path} belongs to a different configuration ({'; '.join(wrong)})")
+
+
+def restore_fields(what: str, ours: dict, theirs: dict) -> None:
+    """Copies the checkpointed arrays or tensors ``theirs`` into ``ours`` in place, after checking
+    that both hold the same fields with the same shapes: nothing is written when they do not."""
+    if set(theirs) != set(ours):
+        raise CheckpointError(f"{what} checkpoint has {sorted(theirs)}, expected {sorted(ours)}")
+    for name, target in ours.items():
+        if tuple(np.shape(theirs[name])) != tuple(target.shape):
+            raise CheckpointError(f"{what} field {name!r} has shape {tuple(np.shape(theirs[name]))}, "
+                                  f"expected {tuple(target.shape)}")
+    for name, target in ours.items():
+        target[...] = theirs[name]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .checkpoint import restore_fields
 from .envs.spec import EnvSpec
 
 # Per-slot fields: name -> (per-slot shape from the spec, storage dtype).
@@ -106,14 +107,7 @@ class SegmentWindows:
                                             if self.state_dim else {})}
         theirs = {"t": state.get("t"), **state.get("ring", {}),
                   **{k: state[k] for k in ("start_state", "start_prev") if k in state}}
-        if set(theirs) != set(ours):
-            raise ValueError("segment windows checkpoint does not match this configuration")
-        for name, array in ours.items():
-            if np.shape(theirs[name]) != array.shape:
-                raise ValueError(f"segment windows field {name!r} has shape {np.shape(theirs[name])}, "
-                                 f"expected {array.shape}")
-        for name, array in ours.items():
-            array[...] = theirs[name]
+        restore_fields("segment windows", ours, theirs)
 
     def append(self, obs, player_mask, actions, reward, terminated, truncated, final_obs, final_player_mask,
                behaviour_state=None, prev_actions=None) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 
+from .checkpoint import restore_fields
 from .config import Config
 from .envs import make_env
 from .episodes import OUTCOMES
@@ -68,14 +69,7 @@ class Actor:
     def load_state_dict(self, state: dict) -> None:
         ours = {"state": self.state, "prev_actions": self.prev_actions,
                 **({"strategy": self.strategy} if self.strategy is not None else {})}
-        if set(state) != set(ours):
-            raise ValueError(f"actor checkpoint has {sorted(state)}, expected {sorted(ours)}")
-        for name, tensor in ours.items():
-            if tuple(state[name].shape) != tuple(tensor.shape):
-                raise ValueError(f"actor field {name!r} has shape {tuple(state[name].shape)}, "
-                                 f"expected {tuple(tensor.shape)}")
-        for name, tensor in ours.items():
-            tensor.copy_(state[name])
+        restore_fields("actor", ours, state)
 
     def reset_slots(self, changed: torch.Tensor) -> None:
         """A join or leave: that slot's memory, previous action and held strategy restart."""

@@ -113,6 +113,13 @@ def test_corrupt_and_mismatched_checkpoints_raise_clear_errors(tmp_path):
     other = Trainer(tiny(method="aqmix"), tmp_path / "other")
     with pytest.raises(checkpoint.CheckpointError, match="method: checkpoint 'copa' vs run 'aqmix'"):
         other.restore(checkpoint.load(path))
+    cut = checkpoint.load(path)  # acting state of another shape: named, and nothing of it copied
+    cut["actor"]["state"] = cut["actor"]["state"][:1] + 1.0
+    fresh = Trainer(cfg, tmp_path / "fresh")
+    held = fresh.actor.state_dict()
+    with pytest.raises(checkpoint.CheckpointError, match="actor field 'state' has shape"):
+        fresh.restore(cut)
+    assert all(torch.equal(v, fresh.actor.state_dict()[k]) for k, v in held.items())
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):

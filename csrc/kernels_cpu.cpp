@@ -209,7 +209,7 @@ CPFAST_INLINE void AttentionBackwardRows(const AttentionDims& s, const Attention
     T* dk_row = x.dk + r * N * col_stride;
     T* dv_row = x.dv + r * N * col_stride;
     std::fill(dk_row, dk_row + N * col_stride, T(0));
-    std::fill(dv_row, dv_row + N * col_stride, T(0));
+    if (!shared) std::fill(dv_row, dv_row + N * col_stride, T(0));
     for (int a = 0; a < A; ++a) {
       const int64_t ra = r * A + a;
       const T* mask = x.mask + ra * N;

@@ -32,10 +32,23 @@ def run_episodes(env: VecEnv, policy: Callable[[dict], np.ndarray], n_episodes: 
         returns.extend(info["episode_return"][done].tolist())
         sizes.extend(start_size[done].tolist())
         start_size[done] = obs["agent_present"][done].sum(axis=1)
-        if all(key in info for key in OUTCOMES):
-            flags = np.stack([info[key][done] for key in OUTCOMES], axis=1)  # [done, 3], one 1 per row
-            outcomes.extend(np.array(list(OUTCOMES))[flags.argmax(axis=1)].tolist())
+        if reports_outcomes(info):
+            outcomes.extend(episode_outcomes(info, done))
     result = {"returns": np.array(returns), "team_sizes": np.array(sizes), "env_steps": env_steps}
-    if all(key in info for key in OUTCOMES):
+    if reports_outcomes(info):
         result["outcomes"] = np.array(outcomes)
     return result
+
+
+def reports_outcomes(info: dict) -> bool:
+    return all(key in info for key in OUTCOMES)
+
+
+def episode_outcomes(info: dict, envs) -> list[str]:
+    """The ``OUTCOMES`` key flagged on the last step of each of ``envs`` (episodes that just ended);
+    an env that flags none or several is an error, not a guess."""
+    flags = np.stack([np.asarray(info[key])[envs] != 0 for key in OUTCOMES], axis=-1)  # [envs, 3]
+    if (flags.sum(axis=-1) != 1).any():
+        raise RuntimeError(f"an ended episode has outcome flags {flags.astype(int).tolist()} "
+                           f"(exactly one of {', '.join(OUTCOMES)} expected)")
+    return np.array(list(OUTCOMES))[flags.argmax(axis=-1)].tolist()

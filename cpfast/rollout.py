@@ -11,7 +11,7 @@ import torch
 from .checkpoint import restore_fields
 from .config import Config
 from .envs import make_env
-from .episodes import OUTCOMES
+from .episodes import OUTCOMES, episode_outcomes, reports_outcomes
 from .learner import Networks
 from .nn import full_mask
 
@@ -151,9 +151,8 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
         for e in ended:
             if episode_of_env[e] < episodes:
                 returns[int(episode_of_env[e])] = float(info["episode_return"][e])
-                flags = [key for key in OUTCOMES if key in info and info[key][e]]
-                if flags:
-                    outcomes[int(episode_of_env[e])] = flags[0]
+                if reports_outcomes(info):
+                    outcomes[int(episode_of_env[e])] = episode_outcomes(info, [e])[0]
             episode_of_env[e] += n_envs
         t = np.where(terminated | truncated, 0, t + 1)
         if len(ended):
@@ -171,9 +170,7 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
         "return_se": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
         "comm_frequency": sends / decisions if decisions else float("nan"),
     }
-    if all(key in info for key in OUTCOMES):
-        if len(outcomes) != episodes:
-            raise RuntimeError(f"{cfg.env} ended {episodes - len(outcomes)} episodes without an outcome flag")
+    if reports_outcomes(info):
         for key, rate in OUTCOMES.items():
             result[rate] = float(np.mean([outcomes[k] == key for k in range(episodes)]))
     return result

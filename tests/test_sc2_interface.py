@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import cpfast
+from cpfast.episodes import episode_outcomes
 from cpfast.policies import RandomPolicy, ScriptedFocusFirePolicy
 from sc2_helpers import HP, MARAUDER, MARINE, MEDIVAC, SHIELD, STALKER, ZEALOT, make
 
@@ -286,6 +287,17 @@ def test_outcome_flags_partition_finished_episodes(name):
         assert (info["battle_draw"][truncated.astype(bool)] == 1).all()
         counts.update(np.array(["won", "draw", "lost"])[flags[ended].argmax(axis=1)].tolist())
     assert counts["won"] > 0 and counts["lost"] > 0, counts
+
+
+def test_episode_outcomes_decode_the_flags_and_reject_ambiguous_ones():
+    info = {"battle_won": np.array([1, 0, 0, 0]), "battle_draw": np.array([0, 1, 0, 0]),
+            "battle_lost": np.array([0, 0, 1, 0])}
+    assert episode_outcomes(info, [2, 0, 1]) == ["battle_lost", "battle_won", "battle_draw"]
+    with pytest.raises(RuntimeError, match="outcome flags"):
+        episode_outcomes(info, [0, 3])  # env 3 ended with no flag
+    info["battle_lost"][0] = 1
+    with pytest.raises(RuntimeError, match="outcome flags"):
+        episode_outcomes(info, [0])  # two flags
 
 
 @pytest.mark.parametrize("target", ["nearest", "lowest_health"])

@@ -318,8 +318,6 @@ struct StarCraftMicro<S>::Work {
   double leash_base[kUnits];       // max(range, enemy_scan) + enemy_leash + radius
   double period[kUnits];           // period * cooldown_scale
   double hp[kUnits], shield_max[kUnits];
-  float freach[kUnits];            // air separation pre-test radius (float, with margin)
-  double plane[kUnits];            // separation plane offset: air and ground never overlap
   uint8_t live[kUnits];            // Alive(u) without the lookups; cleared on death
   bool air[kUnits], healer[kUnits], hits_air[kUnits], hits_ground[kUnits];
   unsigned live_mask;              // bit u = live[u]
@@ -347,20 +345,6 @@ inline int LowestBit(unsigned m) { return __builtin_ctz(m); }
 
 }  // namespace
 
-// The row pre-test of air unit i against the later air units `partners`, on float copies of the
-// positions with the 1e6 plane offset and a 0.01 margin per radius (see Tick, step 4).
-template <Scenario S>
-bool StarCraftMicro<S>::AirPreTest(const Work& w, int i, unsigned partners) {
-  const float xi = static_cast<float>(w.x[i]), yi = static_cast<float>(w.y[i] + w.plane[i]), ri = w.freach[i];
-  for (; partners; partners &= partners - 1) {
-    const int j = LowestBit(partners);
-    const float dx = static_cast<float>(w.x[j]) - xi, dy = static_cast<float>(w.y[j] + w.plane[j]) - yi;
-    const float reach = ri + w.freach[j];
-    if (dx * dx + dy * dy < reach * reach) return true;
-  }
-  return false;
-}
-
 template <Scenario S>
 void StarCraftMicro<S>::LoadWork(Work& w) const {
   w.live_mask = w.ally_air = w.ally_ground = 0;
@@ -382,8 +366,6 @@ void StarCraftMicro<S>::LoadWork(Work& w) const {
     w.period[u] = st.period * cooldown_scale_;
     w.hp[u] = st.hp;
     w.shield_max[u] = st.shield;
-    w.freach[u] = static_cast<float>(st.radius) + 0.01f;
-    w.plane[u] = st.air ? 1e6 : 0.0;
     w.air[u] = st.air;
     w.healer[u] = st.healer;
     w.hits_air[u] = st.hits > 0 && st.hits_air;
@@ -550,11 +532,8 @@ void StarCraftMicro<S>::Tick(Work& w) {
     w.x[u] = Clamp(w.x[u] + v[u][0], w.rad[u], w.hi[u]);
     w.y[u] = Clamp(w.y[u] + v[u][1], w.rad[u], w.hi[u]);
   }
-  // 4. Separation of overlapping pairs on the same plane, in index order, with an exact double
-  // test per pair. Air units (plane offset 1e6) keep the earlier implementation's row pre-test on
-  // float copies: it is coarse at that offset (a float ulp there is 1/16) and can miss an air
-  // overlap, so it still decides whether an air unit's row runs (trajectories stay bit-identical).
-  // Ground rows need none: its margin made it a superset of the ground overlaps.
+  // 4. Separation of overlapping pairs on the same plane (air with air, ground with ground), in
+  // index order, with an exact double test per pair.
   unsigned air_live = 0;
   for (unsigned m = w.live_mask; m; m &= m - 1) {
     const int u = LowestBit(m);
@@ -565,7 +544,6 @@ void StarCraftMicro<S>::Tick(Work& w) {
     const int i = LowestBit(rows);
     const unsigned later = ~((2u << i) - 1);
     unsigned partners = (w.air[i] ? air_live : w.live_mask & ~air_live) & later;
-    if (w.air[i] && !AirPreTest(w, i, partners)) continue;
     while (partners) {
       const int j = LowestBit(partners);
       partners &= partners - 1;

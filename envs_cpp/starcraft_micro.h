@@ -103,7 +103,6 @@ class StarCraftMicro {
   void SetAllyOrders(const int32_t* actions);
   void LoadWork(Work& w) const;
   void Tick(Work& w);
-  static bool AirPreTest(const Work& w, int i, unsigned partners);
   void EnemyAcquire(const Work& w, int u);
   void DesiredVelocity(const Work& w, int u, double v[2], bool& firing) const;
   void ApplyHits(Work& w, int attacker, int target);

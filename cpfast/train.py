@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import METHODS, PRESETS, Config, default_preset, from_dict, preset, to_dict
+from .config import METHODS, PRESETS, Config, from_dict, make_config, to_dict
 from .envs import REGISTRY, make_env
 from .learner import Learner
 from .replay import SegmentBuffer, SegmentWindows
@@ -246,11 +246,7 @@ def main(argv=None) -> dict:
         trainer = Trainer(cfg, args.run_dir)
         trainer.restore(payload)
     else:
-        cfg = preset(args.preset or default_preset(args.env))
-        env_name = overrides.get("env", cfg.env)
-        if env_name in REGISTRY:  # the environment's own preset changes, then the command line's
-            cfg = cfg.replace(**REGISTRY[env_name].train_defaults)
-        cfg = cfg.replace(**overrides)
+        cfg = make_config(overrides.pop("env", None), args.preset, **overrides)
         run_dir = args.run_dir or os.path.join("runs", f"{cfg.env}_{cfg.method}_s{cfg.seed}")
         trainer = Trainer(cfg, run_dir)
     summary = trainer.run(progress=not args.no_progress)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cpfast
-from cpfast.config import METHODS, preset
+from cpfast.config import METHODS, make_config, preset
 from cpfast.learner import Learner, imagined_groups, prepare_batch
 from cpfast.nn import Coach
 from cpfast.policies import RandomPolicy
@@ -613,3 +613,20 @@ def test_paper_preset_matches_table3_and_reference_defaults():
             assert c.effective_batch_size == expected, (method, period)
     assert cfg.replace(method="copa").effective_batch_size == 512
     assert preset("paper") is not preset("paper")  # presets are copies
+
+
+def test_make_config_layers_preset_env_changes_and_overrides_as_the_cli_does():
+    assert make_config() == preset("paper")
+    rescue = make_config("rescue", method="aqmix")
+    assert rescue.env == "rescue" and rescue.method == "aqmix"
+    assert rescue.segment_tail == "pad" and rescue.truncation_is_terminal is False  # Rescue's registered changes
+    assert make_config("rescue", segment_tail="drop").segment_tail == "drop"  # overrides come last
+    assert make_config("rescue", "quick").hidden_dim == preset("quick").hidden_dim
+    sc2 = make_config("sc2_3-8MMM")  # the env's own preset, then the env itself
+    assert sc2.env == "sc2_3-8MMM" and sc2.total_steps == preset("starcraft").total_steps
+    with pytest.raises(ValueError, match="unknown environment 'rescue_game'"):
+        make_config("rescue_game")
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        make_config("rescue", "fast")
+    with pytest.raises(ValueError, match="unknown config fields: hidden"):
+        make_config("rescue", hidden=3)

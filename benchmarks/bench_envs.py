@@ -106,16 +106,22 @@ def test_sc2_env_steps_per_second(record_throughput, name, num_envs, threads):
     record_throughput("sc2_env_steps", (name, num_envs, threads), rate)
 
 
-# JaxMARL SMAX on 3s5z, the same armies as 3-8sz index 35. Two variants:
+# JaxMARL SMAX on 3s5z, the same armies as 3-8sz index 35. Two envs:
 #   "HeuristicEnemySMAX" - the 8 allies act, the enemies follow JaxMARL's scripted heuristic:
 #                          the same task as the micro-sim (8 agents against a built-in AI), and
 #                          the env JaxMARL's own speed test (jaxmarl/environments/smax/speed.py) uses;
 #   "SMAX"               - all 16 units act (uniform random legal actions on both sides, no
 #                          enemy AI): less work per step, so the conservative comparison.
-# Each (variant, N, threads) runs in a child process, because XLA reads its thread settings once
+# and two ways of driving them:
+#   "scan"   - steps fused with lax.scan on the device side, actions drawn there: JAX's fastest way,
+#              as JaxMARL's speed test runs it (smax_steps_per_second);
+#   "python" - one jitted step per Python call, actions in and observations out as numpy arrays:
+#              the way the micro-sim is driven and timed above (smax_python_loop_steps_per_second).
+# Each (case, N, threads) runs in a child process, because XLA reads its thread settings once
 # per process: the child is pinned to ``threads`` cores and XLA's intra-op pool is sized to match
 # (--xla_cpu_multi_thread_eigen=false for one thread), so SMAX gets the cores the micro-sim gets.
-SMAX_VARIANTS = {"smax_3s5z": "HeuristicEnemySMAX", "smax_3s5z_no-enemy-ai": "SMAX"}
+SMAX_VARIANTS = {"smax_3s5z": ("HeuristicEnemySMAX", "scan"), "smax_3s5z_no-enemy-ai": ("SMAX", "scan"),
+                 "smax_3s5z_py-loop": ("HeuristicEnemySMAX", "python")}
 SMAX_STEPS = int(os.environ.get("BENCH_SMAX_STEPS", 12_000))  # env-steps per timed round
 SMAX_CHUNK = 150  # env steps fused into one jitted call (lax.scan), fewer when N is large
 
@@ -164,7 +170,49 @@ def smax_steps_per_second(variant: str, num_envs: int, steps: int, rounds: int =
     return num_envs * chunk * calls / float(np.median(times))
 
 
-def _smax_child(variant: str, num_envs: int, threads: int, steps: int) -> None:
+def smax_python_loop_steps_per_second(variant: str, num_envs: int, steps: int, rounds: int = 3) -> float:
+    """Env-steps/s of JaxMARL SMAX 3s5z stepped as the micro-sim is: one jitted, vmapped
+    ``env.step`` per Python call, uniform random legal actions drawn with numpy from the
+    availability the previous step returned (not timed, like the micro-sim's policy), and the
+    observations, rewards, dones and availability copied to numpy arrays (timed: a learner on
+    the host needs them). Median of ``rounds`` rounds of about ``steps`` env-steps, after a
+    compiling warm-up round."""
+    import jax
+    import jax.numpy as jnp
+    from jaxmarl import make
+    from jaxmarl.environments.smax import map_name_to_scenario
+
+    env = make(variant, scenario=map_name_to_scenario("3s5z"))
+    agents = env.agents
+
+    @jax.jit
+    def step(keys, state, actions):
+        obs, state, rewards, dones, _ = jax.vmap(env.step)(keys, state, {a: actions[:, i] for i, a in enumerate(agents)})
+        avail = jax.vmap(env.get_avail_actions)(state)
+        return (jnp.stack([obs[a] for a in agents], 1), jnp.stack([rewards[a] for a in agents], 1),
+                dones["__all__"], jnp.stack([avail[a] for a in agents], 1)), state
+
+    rng = np.random.default_rng(0)
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs))[1]
+    avail = np.stack([np.asarray(v) for v in jax.vmap(env.get_avail_actions)(state).values()], 1)
+    calls = max(5, round(steps / num_envs))
+    times = []
+    for r in range(rounds + 1):
+        elapsed = 0.0
+        for k in range(calls):
+            actions = np.where(avail > 0, rng.random(avail.shape), -1.0).argmax(-1).astype(np.int32)
+            keys = jax.random.split(jax.random.PRNGKey(r * calls + k + 1), num_envs)
+            start = time.perf_counter()
+            outputs, state = step(keys, state, actions)
+            outputs = [np.asarray(x) for x in outputs]
+            elapsed += time.perf_counter() - start
+            avail = outputs[-1]
+        if r:  # round 0 compiles
+            times.append(elapsed)
+    return num_envs * calls / float(np.median(times))
+
+
+def _smax_child(case: str, num_envs: int, threads: int, steps: int) -> None:
     """Child-process entry: restrict this process to ``threads`` cores and XLA to as many
     threads before JAX starts, then print the measured env-steps/s."""
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
@@ -172,7 +220,9 @@ def _smax_child(variant: str, num_envs: int, threads: int, steps: int) -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
                                + ("true" if threads > 1 else "false")
                                + f" intra_op_parallelism_threads={threads}").strip()
-    print(json.dumps({"env_steps_per_s": smax_steps_per_second(variant, num_envs, steps)}))
+    variant, driver = SMAX_VARIANTS[case]
+    measure = smax_steps_per_second if driver == "scan" else smax_python_loop_steps_per_second
+    print(json.dumps({"env_steps_per_s": measure(variant, num_envs, steps)}))
 
 
 @pytest.mark.parametrize("threads", THREADS)
@@ -186,7 +236,7 @@ def test_smax_env_steps_per_second(record_throughput, name, num_envs, threads):
         pytest.skip(f"{threads} threads need {threads} cores")
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
             f"from bench_envs import _smax_child; "
-            f"_smax_child({SMAX_VARIANTS[name]!r}, {num_envs}, {threads}, {SMAX_STEPS})")
+            f"_smax_child({name!r}, {num_envs}, {threads}, {SMAX_STEPS})")
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert child.returncode == 0, child.stderr[-4000:]
     rate = json.loads(child.stdout.strip().splitlines()[-1])["env_steps_per_s"]

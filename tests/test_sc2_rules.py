@@ -191,7 +191,6 @@ def test_overlapping_units_are_pushed_apart_but_air_and_ground_are_not():
     assert pos[2, 0] == 10.1  # the Medivac flies over them
 
 
-
 def test_slightly_overlapping_medivacs_are_pushed_apart_every_tick():
     # Two Medivacs 1.4695 apart overlap by 0.0305 (radii 0.75). Each tick's separation closes
     # firmness (0.5) of the overlap, so after the step's 8 ticks 2^-8 of it is left. A float
@@ -205,6 +204,7 @@ def test_slightly_overlapping_medivacs_are_pushed_apart_every_tick():
     env.step(stop_actions(env, 3))
     pos = env.get_state(0)["pos"]
     assert math.dist(pos[0], pos[1]) == pytest.approx(2 * RADIUS[MEDIVAC] - overlap / 2**8, abs=1e-12)
+
 
 # ---------------------------------------------------------------------------------- availability
 def test_attack_needs_a_living_enemy_within_six():

@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..episodes import episode_outcomes
 from .registry import REGISTRY, env_options, make_env
 
 BackendFactory = Callable[..., object]  # factory(name, num_envs=, composition=, eval_seed=) -> env
@@ -149,6 +150,9 @@ def _make_policy(policy: str, spec, seed: int):
     return ScriptedFocusFirePolicy(spec, "nearest" if policy == "focus_fire_nearest" else "lowest_health")
 
 
+_OUTCOME_NAMES = {"battle_won": "win", "battle_draw": "draw", "battle_lost": "loss"}  # episodes.OUTCOMES keys
+
+
 def _play(env, policy, policy_name: str, composition: int, episodes: int) -> list[Episode]:
     """Steps ``env`` (evaluation-seeded: env i's j-th episode is k = i + j * num_envs) until episodes
     0 .. episodes-1 have finished; time to kill from the health column of the enemy entity rows."""
@@ -175,14 +179,7 @@ def _play(env, policy, policy_name: str, composition: int, episodes: int) -> lis
             if k[i] < episodes:
                 # The env's own outcome flags (both backends set them; spec §8). battle_draw
                 # also covers time-outs, which the harness keeps apart.
-                if info["timeout"][i]:
-                    outcome = "timeout"
-                elif info["battle_won"][i]:
-                    outcome = "win"
-                elif info["battle_draw"][i]:
-                    outcome = "draw"
-                else:
-                    outcome = "loss"
+                outcome = "timeout" if info["timeout"][i] else _OUTCOME_NAMES[episode_outcomes(info, [i])[0]]
                 ttk = [float(d) if d >= 0 else math.inf for d in death[i][exists[i]]]
                 out.append(Episode(policy_name, composition, int(k[i]), outcome, int(steps[i]), float(ret[i]), ttk))
             k[i] += b

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass
 
 METHODS = ("copa", "copa_novi", "aqmix", "aqmix_full", "aqmix_periodic", "aiqmix")
@@ -53,6 +55,7 @@ class Config:
     num_threads: int = 0  # torch and env threads; 0 = all cores
     checkpoint_every: int = 100  # episode-iterations between checkpoints
     log_every: int = 10  # episode-iterations between log rows
+    eval_every: int = 0  # episode-iterations between greedy evaluations during training; 0: five per run
 
     @property
     def uses_coach(self) -> bool:
@@ -78,9 +81,12 @@ class Config:
         if self.kernels not in ("fused", "torch"):
             raise ValueError(f"kernels must be 'fused' or 'torch', got {self.kernels!r}")
         for name in ("total_steps", "n_envs", "period", "hidden_dim", "n_heads", "buffer_size", "update_every",
-                     "update_target_every", "eval_episodes", "eps_anneal_steps"):
+                     "update_target_every", "eval_episodes", "eps_anneal_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("eval_every", "batch_size", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or positive, got {getattr(self, name)}")
         return self
 
     def replace(self, **changes) -> "Config":
@@ -138,6 +144,45 @@ def make_config(env: str | None = None, preset_name: str | None = None, **overri
     return cfg.replace(env=env, **REGISTRY[env].train_defaults).replace(**overrides)
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_value(name: str, text: str):
+    """``text`` as the type of Config field ``name``; a ValueError names the field otherwise."""
+    kinds = typing.get_type_hints(Config)
+    if name not in kinds:
+        raise ValueError(f"unknown config field {name!r}; expected one of {', '.join(sorted(kinds))}")
+    kind = kinds[name]
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ValueError(f"{name} takes true or false, got {text!r}")
+        return text.lower() in _TRUE
+    if kind is str:
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{name} takes a{'n int' if kind is int else ' number'}, got {text!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} takes a finite number, got {text!r}")
+    if kind is int:
+        if number != int(number):
+            raise ValueError(f"{name} takes an int, got {text!r}")
+        return int(text) if text.lstrip("+-").isdigit() else int(number)
+    return number
+
+
+def parse_overrides(items) -> dict:
+    """``["lr=1e-4", "batch_size=128"]`` (the command line's ``--set``) as typed Config values."""
+    overrides = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        overrides[name.strip()] = parse_value(name.strip(), text.strip())
+    return overrides
+
+
 def to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
@@ -146,5 +191,5 @@ def from_dict(values: dict) -> Config:
     return Config().replace(**values)
 
 
-__all__ = ["COACH_METHODS", "Config", "ENV_PRESETS", "METHODS", "PRESETS", "default_preset", "from_dict", "make_config", "preset",
-           "to_dict"]
+__all__ = ["COACH_METHODS", "Config", "ENV_PRESETS", "METHODS", "PRESETS", "default_preset", "from_dict", "make_config",
+           "parse_overrides", "parse_value", "preset", "to_dict"]

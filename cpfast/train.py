@@ -21,14 +21,18 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import METHODS, PRESETS, Config, from_dict, make_config, to_dict
+from .config import METHODS, PRESETS, Config, from_dict, make_config, parse_overrides, to_dict
 from .envs import REGISTRY, make_env
+from .episodes import OUTCOMES
 from .learner import Learner
 from .replay import SegmentBuffer, SegmentWindows
 from .rollout import Actor, epsilon, evaluate, to_tensors
 
 LOG_FIELDS = ("iteration", "env_steps", "updates", "epsilon", "train_return", "loss", "td_loss", "vi_loss", "entropy",
               "wall_seconds", "env_steps_per_s")
+EVAL_FIELDS = ("iteration", "env_steps", "updates", "wall_seconds", "composition", "beta", "episodes", "return",
+               "return_se", "comm_frequency") + tuple(OUTCOMES.values())
+SHORT_RUN_HINT = "for a short first run use --preset quick (~12 min on 2 cores)"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,6 +65,9 @@ class Trainer:
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)
         self.actor = Actor(self.learner.online, cfg, cfg.n_envs, self.device, self.rollout_generator)
         self.n_iters = max(1, cfg.total_steps // self.spec.episode_limit // cfg.n_envs)
+        self.steps_per_iteration = self.spec.episode_limit * cfg.n_envs
+        self.eval_every = cfg.eval_every or max(1, self.n_iters // 5)
+        self.wall_seconds = 0.0  # training time over all sessions of this run (resumes add to it)
         self.batch_size = cfg.effective_batch_size
         self.iteration = self.counter = self.last_update = 0
         self.recent_returns: collections.deque = collections.deque(maxlen=100)
@@ -82,6 +89,7 @@ class Trainer:
             "rollout_generator": self.rollout_generator.get_state(), "sample_generator": self.sample_generator.get_state(),
             "iteration": self.iteration, "counter": self.counter, "last_update": self.last_update,
             "recent_returns": list(self.recent_returns), "best_return": self.best_return,
+            "wall_seconds": self.wall_seconds,
         }
 
     def save(self) -> None:
@@ -110,46 +118,100 @@ class Trainer:
         self.iteration, self.counter, self.last_update = payload["iteration"], payload["counter"], payload["last_update"]
         self.recent_returns.extend(payload["recent_returns"])
         self.best_return = payload["best_return"]
+        self.wall_seconds = payload.get("wall_seconds", 0.0)
+        for name in ("progress.csv", "evals.csv"):  # rows logged after the checkpoint are logged again
+            _truncate_log(self.run_dir / name, self.iteration)
 
     # ------------------------------------------------------------------ loop
+    @property
+    def total_env_steps(self) -> int:
+        """What ``total_steps`` becomes: whole episode-iterations of every env."""
+        return self.n_iters * self.steps_per_iteration
+
+    def describe(self) -> str:
+        cfg = self.cfg
+        text = (f"{cfg.method} on {cfg.env} ({cfg.composition}), seed {cfg.seed}: {self.total_env_steps:,} env steps "
+                f"= {self.n_iters:,} iterations of {cfg.n_envs} envs x {self.spec.episode_limit} steps")
+        if self.total_env_steps != cfg.total_steps:
+            text += f" (total_steps {cfg.total_steps:,} rounded to whole iterations)"
+        return text + f"; greedy evaluation every {self.eval_every} iterations"
+
     def run(self, progress: bool = True, stop_at: int | None = None) -> dict:
-        """Trains until the last episode-iteration (or ``stop_at``, checkpointing there)."""
+        """Trains until the last episode-iteration (or ``stop_at``, checkpointing there), evaluating
+        greedily every ``eval_every`` iterations and at the end. A finished run writes and returns
+        ``summary.json``'s content (its totals and the final evaluation); a stopped one returns the
+        totals only."""
         last = self.n_iters if stop_at is None else min(stop_at, self.n_iters)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(to_dict(self.cfg), indent=2))
         if self.obs is None:
             self.obs = self.env.reset()
-        log_path = self.run_dir / "progress.csv"
-        new_log = not log_path.exists() or self.iteration == 0
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(self.run_dir / "tb"))
-        bar = tqdm(total=self.n_iters, initial=self.iteration, disable=not progress, unit="it", dynamic_ncols=True)
-        start, start_counter = time.perf_counter(), self.counter
-        with open(log_path, "w" if new_log else "a", newline="") as log_file:
-            log = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
-            if new_log:
-                log.writeheader()
+        resumed = self.iteration > 0
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.counter if resumed else None)
+        if not resumed:
+            writer.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in to_dict(self.cfg).items()))
+        bar = tqdm(total=self.total_env_steps, initial=self.counter, disable=not progress, unit="step",
+                   unit_scale=True, dynamic_ncols=True)
+        if progress:
+            bar.write(self.describe())
+        start, start_counter, start_wall, start_iteration = (time.perf_counter(), self.counter, self.wall_seconds,
+                                                             self.iteration)
+        evaluation = None
+        with _CsvLog(self.run_dir / "progress.csv", LOG_FIELDS, fresh=not resumed) as log, \
+                _CsvLog(self.run_dir / "evals.csv", EVAL_FIELDS, fresh=not resumed) as eval_log:
             while self.iteration < last:
                 eps = epsilon(self.iteration, self.n_iters, self.cfg, self.counter)
                 self.metrics = self._episode_iteration(eps) or self.metrics
                 self.iteration += 1
+                self.wall_seconds = start_wall + time.perf_counter() - start
+                row = self._log_row(eps, self.metrics, start, start_counter)
                 if self.iteration % self.cfg.log_every == 0 or self.iteration == last:
-                    row = self._log_row(eps, self.metrics, start, start_counter)
-                    log.writerow(row)
-                    log_file.flush()
+                    log.write(row)
                     for key, value in row.items():
                         if key != "iteration" and value == value:
-                            writer.add_scalar(key, value, self.counter)
-                    bar.set_postfix(steps_s=f"{row['env_steps_per_s']:.0f}", reward=f"{row['train_return']:.1f}",
-                                    loss=f"{row['loss']:.3f}", eps=f"{eps:.2f}")
+                            writer.add_scalar(f"train/{key}", value, self.counter)
+                if self.iteration % self.eval_every == 0 or self.iteration == self.n_iters:
+                    evaluation = self.evaluate()
+                    eval_log.write({k: evaluation.get(k, "") for k in EVAL_FIELDS})
+                    for key in ("return", "comm_frequency", *OUTCOMES.values()):
+                        if evaluation.get(key, "") not in ("", None) and evaluation[key] == evaluation[key]:
+                            writer.add_scalar(f"eval/{key}", evaluation[key], self.counter)
                 if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == last:
                     self.save()
-                bar.update(1)
+                bar.update(self.counter - bar.n)
+                bar.set_postfix(steps_s=f"{row['env_steps_per_s']:.0f}", ret=f"{row['train_return']:.1f}",
+                                eps=f"{eps:.2f}", loss=f"{row['loss']:.3f}", refresh=False)
+                if progress and self.iteration == start_iteration + 3:
+                    bar.write(self._projection(row["env_steps_per_s"]))
         bar.close()
+        summary = {"iterations": self.iteration, "env_steps": self.counter, "updates": self.learner.n_updates,
+                   "train_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
+                   "wall_seconds": self.wall_seconds}
+        if self.iteration == self.n_iters:
+            if evaluation is None:  # a finished run resumed: its final evaluation again, for the summary
+                evaluation = self.evaluate()
+            summary["evaluation"] = {k: v for k, v in evaluation.items() if k not in ("iteration", "env_steps")}
+            writer.add_hparams({k: v for k, v in to_dict(self.cfg).items() if isinstance(v, (int, float, str, bool))},
+                               {"hparam/final_return": evaluation["return"]}, run_name="hparams")
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         writer.close()
-        return {"iterations": self.iteration, "env_steps": self.counter, "updates": self.learner.n_updates,
-                "train_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")}
+        return summary
+
+    def evaluate(self) -> dict:
+        """The greedy evaluation of the online networks (the end-of-run one: the training
+        composition, ``beta``, ``eval_episodes``); the training state is left untouched."""
+        cfg = self.cfg
+        result = evaluate(self.learner.online, cfg, cfg.composition, cfg.beta, cfg.eval_episodes, self.device)
+        return {"iteration": self.iteration, "env_steps": self.counter, "updates": self.learner.n_updates,
+                "wall_seconds": self.wall_seconds, "composition": cfg.composition, "beta": cfg.beta,
+                "episodes": cfg.eval_episodes} | result
+
+    def _projection(self, steps_per_s: float) -> str:
+        remaining = (self.total_env_steps - self.counter) / max(steps_per_s, 1e-9)
+        text = f"projected: {_duration(remaining)} more at {steps_per_s:,.0f} env-steps/s"
+        return text + (f"; {SHORT_RUN_HINT}" if remaining > 1800 else "")
 
     def _episode_iteration(self, eps: float) -> dict:
         """``episode_limit`` steps of every env, with updates every ``update_every`` transitions.
@@ -205,59 +267,125 @@ class Trainer:
             "iteration": self.iteration, "env_steps": self.counter, "updates": self.learner.n_updates,
             "epsilon": eps, "train_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
             "loss": value("loss"), "td_loss": value("td_loss"), "vi_loss": value("vi_loss"), "entropy": value("entropy"),
-            "wall_seconds": elapsed, "env_steps_per_s": (self.counter - start_counter) / max(elapsed, 1e-9),
+            "wall_seconds": self.wall_seconds, "env_steps_per_s": (self.counter - start_counter) / max(elapsed, 1e-9),
         }
 
 
+class _CsvLog:
+    """A CSV log opened for appending (or fresh, with its header), flushed after every row."""
+
+    def __init__(self, path: Path, fields: tuple[str, ...], fresh: bool):
+        self.path, self.fields, self.fresh = path, fields, fresh or not path.exists()
+
+    def __enter__(self):
+        self.file = open(self.path, "w" if self.fresh else "a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.fields)
+        if self.fresh:
+            self.writer.writeheader()
+        return self
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Drops the rows of a CSV log past ``iteration`` (written after the checkpoint a run resumes from)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, [row for row in reader if int(row["iteration"]) <= iteration]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
+
+
+MACHINE_FIELDS = ("device", "num_threads", "kernels")  # what a resumed run may change
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m cpfast.train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m cpfast.train", description=__doc__.splitlines()[0],
+                                epilog="Any Config field: --set FIELD=VALUE ... (see docs/configuration.md).")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="settings to start from (default: the env's own, paper for resource_collection, "
-                        "starcraft for sc2_3-8sz / sc2_3-8MMM)")
+                        "starcraft for sc2_3-8sz / sc2_3-8MMM); try --preset quick first (~12 min on 2 cores)")
     p.add_argument("--env", choices=sorted(REGISTRY), help="environment (default resource_collection)")
     p.add_argument("--composition", help="training composition (default train)")
     p.add_argument("--method", choices=METHODS, help="default copa")
     p.add_argument("--seed", type=int)
-    p.add_argument("--steps", type=int, dest="total_steps", help="total env transitions")
+    p.add_argument("--steps", type=int, dest="total_steps",
+                   help="total env transitions (rounded down to whole iterations of n_envs x episode length; "
+                        "the run says what it became)")
     p.add_argument("--period", type=int, help="coach period T")
-    p.add_argument("--beta", type=float, help="communication threshold of the final evaluation")
+    p.add_argument("--beta", type=float, help="communication threshold of the evaluations")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--kernels", choices=("fused", "torch"),
                    help="fused (default): compiled attention/mixing kernels where they can run; torch: pure PyTorch")
     p.add_argument("--threads", type=int, dest="num_threads", help="CPU threads for torch and the envs")
     p.add_argument("--eval-episodes", type=int, dest="eval_episodes")
+    p.add_argument("--eval-every", type=int, dest="eval_every",
+                   help="episode-iterations between greedy evaluations (default: five per run)")
+    p.add_argument("--log-every", type=int, dest="log_every", help="episode-iterations between log rows")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="settings",
+                   help="override any Config field, e.g. --set lr=1e-4 batch_size=128")
     p.add_argument("--run-dir", help="where logs and checkpoints go (default runs/<env>_<method>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint_latest.pt")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
+def config_from_args(args: argparse.Namespace) -> tuple[str | None, dict]:
+    """The preset and the overrides the command line asks for (flags, then ``--set``)."""
+    overrides = {k: v for k, v in vars(args).items()
+                 if v is not None and k not in ("preset", "run_dir", "resume", "no_progress", "settings")}
+    return args.preset, overrides | parse_overrides(args.settings)
+
+
+def resume_trainer(run_dir: str | Path, changes: dict | None = None) -> Trainer:
+    """A trainer restored from ``run_dir/checkpoint_latest.pt``; ``changes`` may set the machine
+    fields (device, threads, kernels) only."""
+    changes = changes or {}
+    fixed = sorted(set(changes) - set(MACHINE_FIELDS))
+    if fixed:
+        raise ValueError(f"a resumed run keeps its configuration; only {', '.join(MACHINE_FIELDS)} may change, "
+                         f"got {', '.join(fixed)}")
+    payload = checkpoint.load(Path(run_dir) / "checkpoint_latest.pt")
+    trainer = Trainer(from_dict(payload["config"]).replace(**changes), run_dir)
+    trainer.restore(payload)
+    return trainer
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items()
-                 if v is not None and k not in ("preset", "run_dir", "resume", "no_progress")}
-    if args.resume:
-        if not args.run_dir:
-            raise SystemExit("--resume needs --run-dir")
-        payload = checkpoint.load(Path(args.run_dir) / "checkpoint_latest.pt")
-        cfg = from_dict(payload["config"])
-        if overrides:
-            cfg = cfg.replace(**{k: v for k, v in overrides.items() if k in ("device", "num_threads", "kernels")})
-        trainer = Trainer(cfg, args.run_dir)
-        trainer.restore(payload)
-    else:
-        cfg = make_config(overrides.pop("env", None), args.preset, **overrides)
-        run_dir = args.run_dir or os.path.join("runs", f"{cfg.env}_{cfg.method}_s{cfg.seed}")
-        trainer = Trainer(cfg, run_dir)
+    try:
+        preset_name, overrides = config_from_args(args)
+        if args.resume:
+            if not args.run_dir:
+                raise SystemExit("--resume needs --run-dir")
+            trainer = resume_trainer(args.run_dir, {k: v for k, v in overrides.items() if k in MACHINE_FIELDS})
+        else:
+            cfg = make_config(overrides.pop("env", None), preset_name, **overrides)
+            trainer = Trainer(cfg, args.run_dir or os.path.join("runs", f"{cfg.env}_{cfg.method}_s{cfg.seed}"))
+    except (ValueError, checkpoint.CheckpointError) as error:
+        raise SystemExit(f"error: {error}") from None
     summary = trainer.run(progress=not args.no_progress)
-    result = evaluate(trainer.learner.online, cfg, cfg.composition, cfg.beta, cfg.eval_episodes, trainer.device)
-    summary["evaluation"] = result
-    (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    cfg, result = trainer.cfg, summary["evaluation"]
     win_rate = (f", win rate {result['win_rate']:.1%} (draws {result['draw_rate']:.1%}, "
                 f"losses {result['loss_rate']:.1%})" if "win_rate" in result else "")
-    print(f"{cfg.method} seed {cfg.seed}: {summary['env_steps']:,} env steps, {summary['updates']:,} updates; "
-          f"evaluation on {cfg.composition} ({cfg.eval_episodes} episodes, beta {cfg.beta}): "
-          f"{result['return']:.2f} ± {result['return_se']:.2f}{win_rate}, communication {result['comm_frequency']:.1%}")
+    print(f"{cfg.method} seed {cfg.seed}: {summary['env_steps']:,} env steps, {summary['updates']:,} updates in "
+          f"{_duration(summary['wall_seconds'])}; evaluation on {cfg.composition} ({cfg.eval_episodes} episodes, "
+          f"beta {cfg.beta}): {result['return']:.2f} ± {result['return_se']:.2f}{win_rate}, "
+          f"communication {result['comm_frequency']:.1%}; wrote {trainer.run_dir / 'summary.json'}")
     return summary
 
 

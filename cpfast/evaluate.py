@@ -4,9 +4,12 @@
     python -m cpfast.evaluate runs/* --compositions n5 n6 --betas 0 3 --episodes 100
 
 Each run's checkpoint is evaluated with greedy players and mean strategies on the same evaluation
-episodes; runs are grouped by method and reported as mean ± std(ddof=0)/sqrt(n_seeds) over seeds.
-Writes eval.csv (one row per run, composition and beta) and eval.md (the grouped table). StarCraft
-runs add win, draw and loss rates (a time-out is a draw) to both.
+episodes; runs are grouped by environment and method (runs of different environments are never
+averaged together) and reported as mean ± s.e. over seeds, the sample standard deviation over
+sqrt(n_seeds); a single seed shows its within-run standard error over episodes instead. Writes
+eval.csv (one row per run, composition and beta) and eval.md (the grouped table). StarCraft runs
+add win, draw and loss rates (a time-out is a draw) to both. For confidence intervals and the
+interquartile mean over many seeds, use ``python -m cpfast.report``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import checkpoint
 from .checkpoint import CheckpointError
@@ -31,7 +35,7 @@ from .train import resolve_device
 
 COMPOSITIONS = ("train", "n5", "n6", "dynamic")
 BETAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
-CSV_FIELDS = ("run_dir", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
+CSV_FIELDS = ("run_dir", "env", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
               "return_se", "comm_frequency")
 OUTCOME_FIELDS = tuple(OUTCOMES.values())  # win_rate, draw_rate, loss_rate: envs that report outcomes
 NA = "n/a"  # beta and communication frequency of methods without a coach (pandas reads it as NaN)
@@ -62,7 +66,7 @@ def load_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
 
 
 def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: int = 500, which: str = "latest",
-                  device: str = "auto", threads: int | None = None) -> list[dict]:
+                  device: str = "auto", threads: int | None = None, progress: bool = False) -> list[dict]:
     """One row per run x composition x beta (a single row per composition for coachless methods,
     with ``beta`` and ``comm_frequency`` None). ``return_se`` is over that run's episodes.
     ``compositions=None`` takes each run's environment's evaluation set (Resource Collection:
@@ -72,7 +76,7 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
     if threads:
         torch.set_num_threads(threads)
     rows = []
-    for run_dir in run_dirs:
+    for run_dir in tqdm(run_dirs, desc="evaluating runs", unit="run", disable=not progress, dynamic_ncols=True):
         cfg, nets, payload = load_run(run_dir, which, device)
         if threads:
             cfg = cfg.replace(num_threads=threads)
@@ -81,7 +85,7 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
             for beta in (betas if cfg.uses_coach else (None,)):
                 result = evaluate(nets, cfg, composition, 0.0 if beta is None else float(beta), episodes, device)
                 rows.append({
-                    "run_dir": str(run_dir), "method": cfg.method, "seed": cfg.seed, "checkpoint": which,
+                    "run_dir": str(run_dir), "env": cfg.env, "method": cfg.method, "seed": cfg.seed, "checkpoint": which,
                     "env_steps": payload.get("counter"), "composition": composition,
                     "beta": None if beta is None else float(beta), "episodes": episodes,
                     "return": result["return"], "return_se": result["return_se"],
@@ -90,25 +94,39 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
     return rows
 
 
-def mean_se(values) -> tuple[float, float]:
-    """Mean and std(ddof=0)/sqrt(n), the reference convention for spread over seeds."""
+def mean_se(values, within_run_se=None) -> tuple[float, float]:
+    """Mean and s.e. over seeds: the sample standard deviation (ddof=1) / sqrt(n). One seed has no
+    spread over seeds: its s.e. is then ``within_run_se`` (over that run's episodes)."""
     values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=0) / math.sqrt(len(values)))
+    if len(values) == 1:
+        return float(values[0]), float("nan") if within_run_se is None else float(within_run_se)
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def duplicate_seeds(rows: list[dict]) -> list[str]:
+    """Groups in which a seed appears twice (the same run given twice, or two runs that differ in
+    something other than env, method and seed)."""
+    seen: dict[tuple, list[int]] = {}
+    for row in rows:
+        seen.setdefault((row.get("env"), row["method"], row["composition"], row["beta"]), []).append(row["seed"])
+    return [f"{env} {method} {composition} beta={beta}: seeds {sorted(seeds)} repeat"
+            for (env, method, composition, beta), seeds in seen.items() if len(set(seeds)) != len(seeds)]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Groups per-run rows by (method, composition, beta): mean ± s.e. over seeds."""
+    """Groups per-run rows by (env, method, composition, beta): mean ± s.e. over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["method"], row["composition"], row["beta"]), []).append(row)
+        groups.setdefault((row.get("env"), row["method"], row["composition"], row["beta"]), []).append(row)
     order = {c: i for i, c in enumerate(COMPOSITIONS)}
-    keys = sorted(groups, key=lambda k: (k[0], order.get(k[1], len(order)), k[1], -math.inf if k[2] is None else k[2]))
+    keys = sorted(groups, key=lambda k: (str(k[0]), k[1], order.get(k[2], len(order)), k[2],
+                                         -math.inf if k[3] is None else k[3]))
     summary = []
-    for method, composition, beta in keys:
-        group = groups[(method, composition, beta)]
-        ret, ret_se = mean_se([r["return"] for r in group])
+    for env, method, composition, beta in keys:
+        group = groups[(env, method, composition, beta)]
+        ret, ret_se = mean_se([r["return"] for r in group], group[0]["return_se"])
         comm, comm_se = mean_se([r["comm_frequency"] for r in group]) if beta is not None else (None, None)
-        summary.append({"method": method, "composition": composition, "beta": beta,
+        summary.append({"env": env, "method": method, "composition": composition, "beta": beta,
                         "seeds": sorted(r["seed"] for r in group), "return": ret, "return_se": ret_se,
                         "comm_frequency": comm, "comm_frequency_se": comm_se})
         if all(r.get(k) is not None for r in group for k in OUTCOME_FIELDS):
@@ -137,19 +155,23 @@ def read_csv(path: str | Path) -> list[dict]:
 
 
 def markdown_table(summary: list[dict]) -> str:
-    header = ("method", "composition", "β", "seeds", "return (mean ± s.e.)", "comm. frequency (mean ± s.e.)")
+    header = ("env", "method", "composition", "β", "seeds", "return (mean ± s.e.)", "comm. frequency (mean ± s.e.)")
     outcomes = any("win_rate" in s for s in summary)
     if outcomes:  # StarCraft
         header += tuple(f"{k.split('_')[0]} rate (mean ± s.e.)" for k in OUTCOME_FIELDS)
     lines = [header]
     for s in summary:
-        comm = NA if s["beta"] is None else f"{s['comm_frequency']:.1%} ± {s['comm_frequency_se']:.1%}"
-        rates = tuple(f"{s[k]:.1%} ± {s[f'{k}_se']:.1%}" if k in s else NA for k in OUTCOME_FIELDS) if outcomes else ()
-        lines.append((s["method"], s["composition"], NA if s["beta"] is None else f"{s['beta']:g}",
-                      str(len(s["seeds"])), f"{s['return']:.2f} ± {s['return_se']:.2f}", comm, *rates))
+        comm = NA if s["beta"] is None else _pm(s["comm_frequency"], s["comm_frequency_se"], ".1%")
+        rates = tuple(_pm(s[k], s[f"{k}_se"], ".1%") if k in s else NA for k in OUTCOME_FIELDS) if outcomes else ()
+        lines.append((str(s["env"]), s["method"], s["composition"], NA if s["beta"] is None else f"{s['beta']:g}",
+                      str(len(s["seeds"])), _pm(s["return"], s["return_se"], ".2f"), comm, *rates))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([fmt(lines[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, lines[1:])])
+
+
+def _pm(value: float, se: float, fmt: str) -> str:
+    return f"{value:{fmt}}" + ("" if se != se else f" ± {se:{fmt}}")  # no ± where one seed has no s.e.
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -174,7 +196,7 @@ def main(argv=None) -> list[dict]:
         raise SystemExit("error: --episodes must be positive")
     try:
         rows = evaluate_runs(args.run_dirs, args.compositions, args.betas, args.episodes, args.checkpoint,
-                             args.device, args.threads)
+                             args.device, args.threads, progress=True)
     except (CheckpointError, ValueError) as error:  # bad files, unknown compositions: a message, not a trace
         raise SystemExit(f"error: {error}") from None
     table = markdown_table(summarise(rows))
@@ -182,7 +204,9 @@ def main(argv=None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "eval.csv")
     note = (f"{args.episodes} evaluation episodes per run and setting, checkpoint `{args.checkpoint}`; "
-            "mean ± std(ddof=0)/sqrt(n_seeds) over seeds.")
+            "mean ± s.e. over seeds (sample std / sqrt(n_seeds)); one seed: its s.e. over episodes.")
+    for warning in duplicate_seeds(rows):
+        note += f"\n\nwarning: {warning}"
     (out / "eval.md").write_text(f"{table}\n\n{note}\n")
     print(f"{table}\n\n{note}\nwrote {out / 'eval.csv'} and {out / 'eval.md'}")
     return rows

@@ -4,8 +4,9 @@
     python -m cpfast.plot runs/rc_copa_s* --eval-csv results/eval.csv --out figures
 
 learning_curves.png: training return (mean of the last 100 episodes, as logged) against env
-steps, per method the mean over seeds with a ±s.e. band (std(ddof=0)/sqrt(n_seeds)), each seed
-interpolated onto a common env-step grid. reward_vs_communication.png: for coach methods, mean
+steps, one panel per environment (runs of different environments are never averaged), per method
+the mean over seeds with a ±s.e. band (sample std / sqrt(n_seeds)), each seed interpolated onto a
+common env-step grid. reward_vs_communication.png: for coach methods, mean
 return against communication frequency across the beta sweep, one panel per composition.
 """
 
@@ -26,35 +27,37 @@ import numpy as np  # noqa: E402
 from .evaluate import read_csv, summarise  # noqa: E402
 
 
-def read_progress(run_dir: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
-    """The run's method and its (env_steps, train_return) log, rows without a return dropped."""
+def read_progress(run_dir: str | Path) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """The run's env and method and its (env_steps, train_return) log, rows without a return dropped."""
     run_dir = Path(run_dir)
-    method = json.loads((run_dir / "config.json").read_text())["method"]
+    config = json.loads((run_dir / "config.json").read_text())
     with open(run_dir / "progress.csv", newline="") as f:
         rows = [(float(r["env_steps"]), float(r["train_return"])) for r in csv.DictReader(f)]
     log = np.array([r for r in rows if not math.isnan(r[1])]).reshape(-1, 2)
     if not len(log):
         raise ValueError(f"{run_dir / 'progress.csv'} has no logged training return yet")
-    return method, log[:, 0], log[:, 1]
+    return config.get("env", "resource_collection"), config["method"], log[:, 0], log[:, 1]
 
 
 def plot_learning_curves(run_dirs, path: str | Path, points: int = 200) -> Path:
-    by_method: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    by_env: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
     for run_dir in run_dirs:
-        method, steps, returns = read_progress(run_dir)
-        by_method.setdefault(method, []).append((steps, returns))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, curves in sorted(by_method.items()):
-        # The grid spans only the steps every seed reached, so each point averages all seeds.
-        lo, hi = max(s[0] for s, _ in curves), min(s[-1] for s, _ in curves)
-        grid = np.linspace(lo, hi, points) if hi > lo else np.array([hi])
-        values = np.stack([np.interp(grid, s, r) for s, r in curves])
-        mean, se = values.mean(axis=0), values.std(axis=0, ddof=0) / math.sqrt(len(values))
-        line, = ax.plot(grid, mean, marker="o" if len(grid) == 1 else None, label=f"{method} ({len(curves)} seeds)")
-        ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.25, linewidth=0)
-    ax.set(xlabel="env steps", ylabel="training return (mean ± s.e. over seeds)", title="Learning curves")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        env, method, steps, returns = read_progress(run_dir)
+        by_env.setdefault(env, {}).setdefault(method, []).append((steps, returns))
+    fig, axes = plt.subplots(1, len(by_env), figsize=(7 * len(by_env), 4.5), squeeze=False)
+    for ax, (env, by_method) in zip(axes[0], sorted(by_env.items())):
+        for method, curves in sorted(by_method.items()):
+            # The grid spans only the steps every seed reached, so each point averages all seeds.
+            lo, hi = max(s[0] for s, _ in curves), min(s[-1] for s, _ in curves)
+            grid = np.linspace(lo, hi, points) if hi > lo else np.array([hi])
+            values = np.stack([np.interp(grid, s, r) for s, r in curves])
+            mean = values.mean(axis=0)
+            se = values.std(axis=0, ddof=1) / math.sqrt(len(values)) if len(values) > 1 else np.zeros_like(mean)
+            line, = ax.plot(grid, mean, marker="o" if len(grid) == 1 else None, label=f"{method} ({len(curves)} seeds)")
+            ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.25, linewidth=0)
+        ax.set(xlabel="env steps", ylabel="training return (mean ± s.e. over seeds)", title=f"{env}: learning curves")
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -66,6 +69,9 @@ def plot_reward_vs_communication(rows: list[dict], path: str | Path) -> Path | N
     summary = [s for s in summarise(rows) if s["beta"] is not None]
     if not summary:
         return None
+    if len({s["env"] for s in summary}) > 1:
+        raise ValueError(f"{', '.join(sorted(map(str, {s['env'] for s in summary})))}: plot one environment's "
+                         "evaluation at a time")
     compositions = list(dict.fromkeys(s["composition"] for s in summary))
     fig, axes = plt.subplots(1, len(compositions), figsize=(5 * len(compositions), 4.2), squeeze=False)
     for ax, composition in zip(axes[0], compositions):
@@ -73,15 +79,15 @@ def plot_reward_vs_communication(rows: list[dict], path: str | Path) -> Path | N
             points = sorted((s for s in summary if (s["method"], s["composition"]) == (method, composition)),
                             key=lambda s: s["comm_frequency"])
             x = np.array([s["comm_frequency"] for s in points]) * 100
-            ax.errorbar(x, [s["return"] for s in points], xerr=[s["comm_frequency_se"] * 100 for s in points],
-                        yerr=[s["return_se"] for s in points], marker="o", capsize=3, label=method)
+            ax.errorbar(x, [s["return"] for s in points], xerr=np.nan_to_num([s["comm_frequency_se"] * 100 for s in points]),
+                        yerr=np.nan_to_num([s["return_se"] for s in points]), marker="o", capsize=3, label=method)
             for s, xi in zip(points, x):
                 ax.annotate(f"β={s['beta']:g}", (xi, s["return"]), textcoords="offset points", xytext=(4, 4),
                             fontsize=7)
         ax.set(title=composition, xlabel="communication frequency (%)", ylabel="evaluation return")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Reward vs communication (mean ± s.e. over seeds)")
+    fig.suptitle(f"{summary[0]['env']}: reward vs communication (mean ± s.e. over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -22,7 +22,7 @@ COMPOSITIONS = ["n5", "dynamic"]
 HUGE_BETA = 1e6
 BETAS = [-1.0, HUGE_BETA]  # every decision point sends / only the forced sends
 RUNS = [("copa", 0), ("copa", 1), ("aqmix", 0)]
-CSV_COLUMNS = ["run_dir", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
+CSV_COLUMNS = ["run_dir", "env", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
                "return_se", "comm_frequency"]
 
 
@@ -91,18 +91,19 @@ def test_evaluate_and_plot(runs, tmp_path):
     # 145 steps, T = 4 and a fixed team: one forced send per agent in 37 decision points.
     assert forced_frequency("n5", EPISODES) == pytest.approx(1 / 37)
 
-    # Grouped table: mean ± std(ddof=0)/sqrt(n) over seeds; for two seeds that s.e. is |a - b| / (2 sqrt 2).
+    # Grouped table: mean ± sample std/sqrt(n) over seeds; for two seeds that s.e. is |a - b| / 2. One seed
+    # shows its within-run s.e. over episodes.
     markdown = (out / "eval.md").read_text()
     for composition in COMPOSITIONS:
         for beta in BETAS:
             a, b = (float(r["return"]) for r in copa if r["composition"] == composition and float(r["beta"]) == beta)
             fa, fb = (float(r["comm_frequency"]) for r in copa
                       if r["composition"] == composition and float(r["beta"]) == beta)
-            cells = ["copa", composition, f"{beta:g}", "2", f"{(a + b) / 2:.2f} ± {abs(a - b) / (2 * math.sqrt(2)):.2f}",
-                     f"{(fa + fb) / 2:.1%} ± {abs(fa - fb) / (2 * math.sqrt(2)):.1%}"]
+            cells = ["resource_collection", "copa", composition, f"{beta:g}", "2",
+                     f"{(a + b) / 2:.2f} ± {abs(a - b) / 2:.2f}", f"{(fa + fb) / 2:.1%} ± {abs(fa - fb) / 2:.1%}"]
             assert any([c.strip() for c in line.strip("|").split("|")] == cells for line in markdown.splitlines()), cells
-        (single,) = (float(r["return"]) for r in aqmix if r["composition"] == composition)
-        cells = ["aqmix", composition, "n/a", "1", f"{single:.2f} ± 0.00", "n/a"]
+        (single,) = ((float(r["return"]), float(r["return_se"])) for r in aqmix if r["composition"] == composition)
+        cells = ["resource_collection", "aqmix", composition, "n/a", "1", f"{single[0]:.2f} ± {single[1]:.2f}", "n/a"]
         assert any([c.strip() for c in line.strip("|").split("|")] == cells for line in markdown.splitlines()), cells
     summary = evaluate.summarise(evaluate.read_csv(out / "eval.csv"))
     assert len(summary) == 2 * 2 + 2
@@ -152,3 +153,22 @@ def test_mismatched_checkpoint_fails(runs, tmp_path):
     with pytest.raises(SystemExit, match="different configuration") as error:
         evaluate.main([str(path.parent), "--compositions", "n5", "--episodes", "2", "--device", "cpu"])
     assert str(path) in str(error.value.code)
+
+
+def test_summary_keys_by_env_and_warns_on_repeated_seeds():
+    row = {"method": "aqmix", "composition": "train", "beta": None, "return_se": 0.5, "comm_frequency": None}
+    rows = [row | {"env": "resource_collection", "seed": 0, "return": 10.0},
+            row | {"env": "resource_collection", "seed": 1, "return": 14.0},
+            row | {"env": "rescue", "seed": 0, "return": 2.0},
+            row | {"env": "rescue", "seed": 0, "return": 4.0}]
+    summary = {s["env"]: s for s in evaluate.summarise(rows)}
+    assert summary["resource_collection"]["return"] == 12.0
+    assert summary["resource_collection"]["return_se"] == pytest.approx(np.std([10, 14], ddof=1) / math.sqrt(2))
+    assert summary["rescue"]["return"] == 3.0
+    warnings = evaluate.duplicate_seeds(rows)
+    assert len(warnings) == 1 and warnings[0].startswith("rescue aqmix")
+    single = evaluate.summarise(rows[:1])[0]
+    assert single["return_se"] == 0.5  # one seed: its within-run standard error
+    coach = [r | {"method": "copa", "beta": 0.0, "comm_frequency": 1.0} for r in rows[1:3]]
+    with pytest.raises(ValueError, match="one environment"):
+        plot.plot_reward_vs_communication(coach, "unused.png")

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 
 FORMAT = "cpfast-checkpoint-v1"
+# Config fields that define the networks a checkpoint holds.
+ARCHITECTURE_FIELDS = ("env", "method", "period", "hidden_dim", "n_heads", "mixer_hidden_dim", "mixer_embed_dim",
+                       "player_memory")
 
 
 class CheckpointError(ValueError):
@@ -48,7 +51,7 @@ def load(path: str | Path) -> dict:
 
 def check_compatible(payload: dict, config: dict, path) -> None:
     """The architecture-defining fields of the stored config must equal ``config``'s."""
-    keys = ("env", "method", "period", "hidden_dim", "n_heads", "mixer_hidden_dim", "mixer_embed_dim", "player_memory")
+    keys = ARCHITECTURE_FIELDS
     stored = payload.get("config", {})
     wrong = [f"{k}: checkpoint {stored.get(k)!r} vs run {config[k]!r}" for k in keys if stored.get(k) != config[k]]
     if wrong:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .checkpoint import CheckpointError
-from .config import Config, from_dict
+from .config import Config, from_dict, parse_overrides
 from .envs import REGISTRY, make_env
 from .episodes import OUTCOMES
 from .learner import Networks
@@ -66,12 +66,17 @@ def load_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
 
 
 def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: int = 500, which: str = "latest",
-                  device: str = "auto", threads: int | None = None, progress: bool = False) -> list[dict]:
+                  device: str = "auto", threads: int | None = None, progress: bool = False,
+                  overrides: dict | None = None) -> list[dict]:
     """One row per run x composition x beta (a single row per composition for coachless methods,
     with ``beta`` and ``comm_frequency`` None). ``return_se`` is over that run's episodes.
     ``compositions=None`` takes each run's environment's evaluation set (Resource Collection:
     train, n5, n6, dynamic; StarCraft: train). Rows of StarCraft runs also carry ``win_rate``,
-    ``draw_rate`` and ``loss_rate``."""
+    ``draw_rate`` and ``loss_rate``. ``overrides`` change evaluation settings of every run's
+    config (e.g. ``eval_seed``); fields that define the networks cannot change."""
+    fixed = sorted(set(overrides or {}) & set(checkpoint.ARCHITECTURE_FIELDS))
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)} define the trained networks and cannot change at evaluation")
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -80,6 +85,8 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
         cfg, nets, payload = load_run(run_dir, which, device)
         if threads:
             cfg = cfg.replace(num_threads=threads)
+        if overrides:
+            cfg = cfg.replace(**overrides)
         entry = REGISTRY[cfg.env]
         for composition in compositions or entry.eval_compositions or entry.compositions:
             for beta in (betas if cfg.uses_coach else (None,)):
@@ -186,6 +193,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="latest: the model at the end of training (default); best: highest training return")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads for torch and the envs (default: the runs' setting)")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="settings",
+                   help="evaluation settings of the runs' configs, e.g. --set eval_seed=123")
     p.add_argument("--out", default=".", help="folder for eval.csv and eval.md (default: current folder)")
     return p.parse_args(argv)
 
@@ -196,7 +205,7 @@ def main(argv=None) -> list[dict]:
         raise SystemExit("error: --episodes must be positive")
     try:
         rows = evaluate_runs(args.run_dirs, args.compositions, args.betas, args.episodes, args.checkpoint,
-                             args.device, args.threads, progress=True)
+                             args.device, args.threads, progress=True, overrides=parse_overrides(args.settings))
     except (CheckpointError, ValueError) as error:  # bad files, unknown compositions: a message, not a trace
         raise SystemExit(f"error: {error}") from None
     table = markdown_table(summarise(rows))

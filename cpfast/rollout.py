@@ -111,13 +111,14 @@ class Actor:
 
 @torch.no_grad()
 def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episodes: int, device,
-             n_envs: int | None = None) -> dict[str, float]:
+             n_envs: int | None = None, eps: float = 0.0, sample_strategies: bool = False) -> dict[str, float]:
     """Greedy players and mean strategies gated by the adaptive rule with threshold ``beta``
     (method.md §13). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
     states for every method and trained seed). Returns the mean team return, its standard
     error and the communication frequency (sends / decision points), plus ``win_rate``,
     ``draw_rate`` and ``loss_rate`` for envs that report episode outcomes (StarCraft: a time-out
-    is a draw, see ``OUTCOMES``)."""
+    is a draw, see ``OUTCOMES``). ``eps`` and ``sample_strategies`` act as training does instead
+    (epsilon-greedy players, sampled strategies), to tell the two behaviours apart."""
     n_envs = n_envs or min(episodes, 50)
     env = make_env(cfg.env, num_envs=n_envs, seed=0, composition=composition, eval_seed=cfg.eval_seed,
                    num_threads=cfg.num_threads or None)
@@ -137,7 +138,7 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
             # their decisions must not count towards the frequency of the evaluated episodes.
             deciding = torch.as_tensor((t % cfg.period == 0) & (episode_of_env < episodes), device=device)
             if deciding.any():
-                mean = actor.coach_strategy(obs, sample=False)
+                mean = actor.coach_strategy(obs, sample=sample_strategies)
                 present = obs["present"].bool() & deciding[:, None]
                 changed = (mean - actor.strategy).norm(dim=-1) > beta
                 send = present & (~received | changed)
@@ -145,7 +146,7 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
                 received |= send
                 sends += int(send.sum())
                 decisions += int(present.sum())
-        actions = actor.act(obs, actor.player_mask(obs, t), eps=0.0)
+        actions = actor.act(obs, actor.player_mask(obs, t), eps=eps)
         obs_np, _, terminated, truncated, info = env.step(actions.cpu().numpy())
         ended = np.flatnonzero(terminated | truncated)
         for e in ended:

@@ -311,6 +311,7 @@ def _duration(seconds: float) -> str:
 
 
 MACHINE_FIELDS = ("device", "num_threads", "kernels")  # what a resumed run may change
+RUN_FILES = ("checkpoint_latest.pt", "progress.csv", "summary.json")  # a run directory in use
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -340,6 +341,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="override any Config field, e.g. --set lr=1e-4 batch_size=128")
     p.add_argument("--run-dir", help="where logs and checkpoints go (default runs/<env>_<method>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint_latest.pt")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a RUN_DIR that holds a run")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -347,7 +349,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace) -> tuple[str | None, dict]:
     """The preset and the overrides the command line asks for (flags, then ``--set``)."""
     overrides = {k: v for k, v in vars(args).items()
-                 if v is not None and k not in ("preset", "run_dir", "resume", "no_progress", "settings")}
+                 if v is not None and k not in ("preset", "run_dir", "resume", "overwrite", "no_progress", "settings")}
     return args.preset, overrides | parse_overrides(args.settings)
 
 
@@ -375,7 +377,12 @@ def main(argv=None) -> dict:
             trainer = resume_trainer(args.run_dir, {k: v for k, v in overrides.items() if k in MACHINE_FIELDS})
         else:
             cfg = make_config(overrides.pop("env", None), preset_name, **overrides)
-            trainer = Trainer(cfg, args.run_dir or os.path.join("runs", f"{cfg.env}_{cfg.method}_s{cfg.seed}"))
+            run_dir = Path(args.run_dir or os.path.join("runs", f"{cfg.env}_{cfg.method}_s{cfg.seed}"))
+            held = [name for name in RUN_FILES if (run_dir / name).exists()]
+            if held and not args.overwrite:
+                raise SystemExit(f"error: {run_dir} already holds a run ({', '.join(held)}); continue it with "
+                                 f"--run-dir {run_dir} --resume, or start afresh there with --overwrite")
+            trainer = Trainer(cfg, run_dir)
     except (ValueError, checkpoint.CheckpointError) as error:
         raise SystemExit(f"error: {error}") from None
     summary = trainer.run(progress=not args.no_progress)

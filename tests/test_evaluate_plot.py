@@ -172,3 +172,12 @@ def test_summary_keys_by_env_and_warns_on_repeated_seeds():
     coach = [r | {"method": "copa", "beta": 0.0, "comm_frequency": 1.0} for r in rows[1:3]]
     with pytest.raises(ValueError, match="one environment"):
         plot.plot_reward_vs_communication(coach, "unused.png")
+
+
+def test_evaluate_set_changes_evaluation_settings_only(runs, tmp_path):
+    base = evaluate.evaluate_runs(runs[2:], ["n5"], [0.0], 3, device="cpu", threads=1)
+    other = evaluate.evaluate_runs(runs[2:], ["n5"], [0.0], 3, device="cpu", threads=1,
+                                   overrides={"eval_seed": 123})
+    assert base[0]["return"] != other[0]["return"]  # other episodes
+    with pytest.raises(SystemExit, match="hidden_dim define the trained networks"):
+        evaluate.main([str(runs[2]), "--set", "hidden_dim=32", "--out", str(tmp_path)])

@@ -198,3 +198,31 @@ def test_adaptive_communication_counts(composition):
     assert always["comm_frequency"] == 1.0
     assert never["comm_frequency"] == pytest.approx(forced / points)
     assert forced < points
+
+
+def test_cli_refuses_to_overwrite_a_run_unless_asked(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--preset", "quick", "--steps", str(145 * 8), "--eval-episodes", "2", "--run-dir", str(run_dir),
+            "--no-progress", "--threads", "1", "--set", "hidden_dim=16"]
+    train_main(args)
+    rows = read_log(run_dir)
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train_main(args)
+    assert read_log(run_dir) == rows  # untouched
+    train_main(args + ["--overwrite"])
+    with pytest.raises(SystemExit, match="hidden_dim takes an int"):
+        train_main(args + ["--overwrite", "--set", "hidden_dim=1.5"])
+
+
+def test_set_overrides_any_field_with_types_checked():
+    from cpfast.config import make_config, parse_overrides
+
+    overrides = parse_overrides(["lr=1e-4", "batch_size=128", "total_steps=1.2e6", "truncation_is_terminal=yes"])
+    assert overrides == {"lr": 1e-4, "batch_size": 128, "total_steps": 1_200_000, "truncation_is_terminal": True}
+    cfg = make_config("resource_collection", "quick", **overrides)
+    assert (cfg.lr, cfg.batch_size, cfg.total_steps) == (1e-4, 128, 1_200_000)
+    for bad, message in (("learning_rate=1", "unknown config field"), ("lr=fast", "lr takes a number"),
+                         ("n_envs=2.5", "takes an int"), ("lr=inf", "finite"), ("segment_tail", "FIELD=VALUE"),
+                         ("truncation_is_terminal=2", "true or false")):
+        with pytest.raises(ValueError, match=message):
+            parse_overrides([bad])

@@ -1,11 +1,14 @@
-"""Run a reference policy on an environment and report episode rewards and speed.
+"""Run a reference policy or a trained team on an environment and report episode rewards and speed.
 
     python -m cpfast.play --policy scripted --composition train --episodes 64
     python -m cpfast.play --env sc2_3-8MMM --policy focus_fire --episodes 100 --gif battle.gif
+    python -m cpfast.play --checkpoint runs/resource_collection_copa_s0 --composition n6 --gif team.gif
 
 Every registered environment works through the common interface. Policies: ``random`` (any env)
 and the env's scripted heuristic, ``scripted`` or by its own name (Resource Collection:
-scripted; Rescue: greedy; StarCraft: focus_fire). StarCraft also reports win / draw / loss rates.
+scripted; Rescue: greedy; StarCraft: focus_fire). StarCraft also reports win / draw / loss rates. ``--checkpoint RUN_DIR`` plays the trained team of
+a run instead, as evaluation does (greedy players, mean strategies, adaptive communication with
+``--beta``), on the run's environment.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import time
 
 import numpy as np
 
+from .checkpoint import CheckpointError
 from .envs import REGISTRY, make_env
 from .envs.render import record_episode_gif
 from .episodes import OUTCOMES, run_episodes
+from .evaluate import load_run
 from .policies import RandomPolicy, make_policy, policy_names
+from .rollout import GreedyTeam, evaluate
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gif", default=None, help="also write one episode of env 0 to this GIF")
     p.add_argument("--gif-frames", type=int, default=None,
                    help="stop the GIF after this many frames (default: the whole episode)")
+    p.add_argument("--checkpoint", metavar="RUN_DIR", help="play the trained team of this run (its latest checkpoint)")
+    p.add_argument("--beta", type=float, default=0.0, help="communication threshold of a trained coach (default 0)")
     args = p.parse_args(argv)
+    if args.checkpoint:
+        return args
     names = policy_names(args.env)
     if args.policy is None:
         args.policy = names[-1]  # the env's own scripted heuristic, else random
@@ -64,8 +74,33 @@ def env_speed(name: str, composition: str, num_envs: int, threads: int | None, s
     return num_envs * steps / elapsed
 
 
+def play_trained(args) -> dict:
+    """The trained team of ``args.checkpoint``: evaluation's statistics, and a GIF on request."""
+    try:
+        cfg, nets, payload = load_run(args.checkpoint)
+        cfg = cfg.replace(num_threads=args.threads or 0)
+        result = evaluate(nets, cfg, args.composition, args.beta, args.episodes, "cpu")
+    except (CheckpointError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    beta = f", beta {args.beta:g}, communication {result['comm_frequency']:.1%}" if cfg.uses_coach else ""
+    print(f"{cfg.env} / {args.composition} / trained {cfg.method} (seed {cfg.seed}, {payload.get('counter', 0):,} "
+          f"env steps){beta}: mean episode reward {result['return']:.2f} ± {result['return_se']:.2f} (s.e.) over "
+          f"{args.episodes} evaluation episodes")
+    if "win_rate" in result:
+        print(f"  win {result['win_rate']:.1%}, draw {result['draw_rate']:.1%}, loss {result['loss_rate']:.1%}")
+    if args.gif:
+        env = make_env(cfg.env, num_envs=1, seed=args.seed, composition=args.composition, num_threads=1)
+        title = f"{cfg.env} / {args.composition}: {cfg.method} seed {cfg.seed}" + (f", beta {args.beta:g}" if cfg.uses_coach else "")
+        path = record_episode_gif(env, GreedyTeam(nets, cfg, 1, "cpu", args.beta), args.gif,
+                                  max_frames=args.gif_frames, title=title)
+        print(f"  wrote {path}")
+    return result
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.checkpoint:
+        return play_trained(args)
     try:
         env = make_env(args.env, num_envs=args.num_envs, seed=args.seed, composition=args.composition,
                        num_threads=args.threads)
@@ -94,7 +129,7 @@ def main(argv=None) -> dict:
     if args.gif:
         gif_env = make_env(args.env, num_envs=1, seed=args.seed, composition=args.composition, num_threads=1)
         path = record_episode_gif(gif_env, make_policy(args.policy, gif_env.spec, args.seed), args.gif,
-                                  max_frames=args.gif_frames)
+                                  max_frames=args.gif_frames, title=f"{args.env} / {args.composition}: {args.policy} policy")
         print(f"  wrote {path}")
     return result
 

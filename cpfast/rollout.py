@@ -109,11 +109,72 @@ class Actor:
         return actions
 
 
+class GreedyTeam:
+    """A trained team as a policy ``obs -> actions`` over a batch of envs, acting as evaluation
+    does (method.md §13): greedy players; every T steps the coach's mean strategy, sent to a
+    player only when it is new to that slot or moved by more than ``beta`` (adaptive
+    communication). A join or a leave restarts that slot's memory and held strategy; call
+    ``end_episodes`` with the envs whose episode ended in the last step (they auto-reset).
+    ``eps`` and ``sample_strategies`` act as training does instead, for diagnosis."""
+
+    def __init__(self, nets: Networks, cfg: Config, n_envs: int, device, beta: float = 0.0, eps: float = 0.0,
+                 sample_strategies: bool = False, seed: int | None = None):
+        self.cfg, self.device, self.beta, self.eps, self.sample = cfg, device, beta, eps, sample_strategies
+        generator = torch.Generator(device=device).manual_seed(cfg.eval_seed if seed is None else seed)
+        self.actor = Actor(nets, cfg, n_envs, device, generator)
+        self.received = torch.zeros(n_envs, nets.player.spec.max_agents, dtype=torch.bool, device=device)
+        self.t = np.zeros(n_envs, dtype=np.int64)
+        self.present = None  # the slots present at the last call, to see joins and leaves
+        self.sends = self.decisions = 0
+
+    @torch.no_grad()
+    def __call__(self, obs_np: dict, counting: np.ndarray | None = None) -> np.ndarray:
+        """Actions for ``obs_np``; ``counting`` marks the envs whose decisions count towards the
+        communication frequency (default all)."""
+        cfg, actor, device = self.cfg, self.actor, self.device
+        obs = to_tensors(obs_np, device)
+        present = obs["present"].bool()
+        if self.present is not None:
+            changed = present != self.present
+            if changed.any():
+                actor.reset_slots(changed)
+                self.received &= ~changed
+        self.present = present
+        if cfg.uses_coach:
+            deciding = self.t % cfg.period == 0
+            if counting is not None:
+                deciding &= counting
+            deciding = torch.as_tensor(deciding, device=device)
+            if deciding.any():
+                mean = actor.coach_strategy(obs, sample=self.sample)
+                sending = present & deciding[:, None]
+                changed = (mean - actor.strategy).norm(dim=-1) > self.beta
+                send = sending & (~self.received | changed)
+                actor.strategy[send] = mean[send]
+                self.received |= send
+                self.sends += int(send.sum())
+                self.decisions += int(sending.sum())
+        actions = actor.act(obs, actor.player_mask(obs, self.t), eps=self.eps)
+        self.t += 1
+        return actions.cpu().numpy()
+
+    def end_episodes(self, ended: np.ndarray) -> None:
+        """Envs ``ended`` start a new episode: memory, held strategies and step counters restart."""
+        if len(ended):  # a slot that differs across the boundary is then reset again: a no-op
+            self.actor.reset(ended)
+            self.received[torch.as_tensor(ended, device=self.device, dtype=torch.long)] = False
+            self.t[ended] = 0
+
+    @property
+    def comm_frequency(self) -> float:
+        return self.sends / self.decisions if self.decisions else float("nan")
+
+
 @torch.no_grad()
 def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episodes: int, device,
              n_envs: int | None = None, eps: float = 0.0, sample_strategies: bool = False) -> dict[str, float]:
     """Greedy players and mean strategies gated by the adaptive rule with threshold ``beta``
-    (method.md §13). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
+    (``GreedyTeam``). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
     states for every method and trained seed). Returns the mean team return, its standard
     error and the communication frequency (sends / decision points), plus ``win_rate``,
     ``draw_rate`` and ``loss_rate`` for envs that report episode outcomes (StarCraft: a time-out
@@ -122,32 +183,16 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     n_envs = n_envs or min(episodes, 50)
     env = make_env(cfg.env, num_envs=n_envs, seed=0, composition=composition, eval_seed=cfg.eval_seed,
                    num_threads=cfg.num_threads or None)
-    generator = torch.Generator(device=device).manual_seed(cfg.eval_seed)
-    actor = Actor(nets, cfg, n_envs, device, generator)
-    received = torch.zeros(n_envs, env.spec.max_agents, dtype=torch.bool, device=device)
-    sends = decisions = 0
+    team = GreedyTeam(nets, cfg, n_envs, device, beta, eps, sample_strategies)
     returns: dict[int, float] = {}
     outcomes: dict[int, str] = {}  # episode -> its OUTCOMES flag, for envs that report them (StarCraft)
     episode_of_env = np.arange(n_envs)  # k = i + j * n_envs
     obs_np = env.reset()
-    t = np.zeros(n_envs, dtype=np.int64)
     while len(returns) < episodes:
-        obs = to_tensors(obs_np, device)
-        if cfg.uses_coach:
-            # Envs already past their last requested episode keep stepping (lockstep batch), but
-            # their decisions must not count towards the frequency of the evaluated episodes.
-            deciding = torch.as_tensor((t % cfg.period == 0) & (episode_of_env < episodes), device=device)
-            if deciding.any():
-                mean = actor.coach_strategy(obs, sample=sample_strategies)
-                present = obs["present"].bool() & deciding[:, None]
-                changed = (mean - actor.strategy).norm(dim=-1) > beta
-                send = present & (~received | changed)
-                actor.strategy[send] = mean[send]
-                received |= send
-                sends += int(send.sum())
-                decisions += int(present.sum())
-        actions = actor.act(obs, actor.player_mask(obs, t), eps=eps)
-        obs_np, _, terminated, truncated, info = env.step(actions.cpu().numpy())
+        # Envs already past their last requested episode keep stepping (lockstep batch), but
+        # their decisions must not count towards the frequency of the evaluated episodes.
+        actions = team(obs_np, counting=episode_of_env < episodes)
+        obs_np, _, terminated, truncated, info = env.step(actions)
         ended = np.flatnonzero(terminated | truncated)
         for e in ended:
             if episode_of_env[e] < episodes:
@@ -155,21 +200,12 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
                 if reports_outcomes(info):
                     outcomes[int(episode_of_env[e])] = episode_outcomes(info, [e])[0]
             episode_of_env[e] += n_envs
-        t = np.where(terminated | truncated, 0, t + 1)
-        if len(ended):
-            actor.reset(ended)
-            received[torch.as_tensor(ended, device=device)] = False
-        # Joins and leaves within an episode restart that slot's memory and held strategy.
-        changed_slots = torch.as_tensor(np.array(obs_np["agent_present"]), device=device).bool() != obs["present"].bool()
-        changed_slots[torch.as_tensor(ended, device=device, dtype=torch.long)] = False
-        if changed_slots.any():
-            actor.reset_slots(changed_slots)
-            received &= ~changed_slots
+        team.end_episodes(ended)
     values = np.array([returns[k] for k in range(episodes)])
     result = {
         "return": float(values.mean()),
         "return_se": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
-        "comm_frequency": sends / decisions if decisions else float("nan"),
+        "comm_frequency": team.comm_frequency,
     }
     if reports_outcomes(info):
         for key, rate in OUTCOMES.items():

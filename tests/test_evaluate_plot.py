@@ -181,3 +181,15 @@ def test_evaluate_set_changes_evaluation_settings_only(runs, tmp_path):
     assert base[0]["return"] != other[0]["return"]  # other episodes
     with pytest.raises(SystemExit, match="hidden_dim define the trained networks"):
         evaluate.main([str(runs[2]), "--set", "hidden_dim=32", "--out", str(tmp_path)])
+
+
+def test_play_a_trained_team_with_a_gif(runs, tmp_path, capsys):
+    from cpfast.play import main as play_main
+
+    result = play_main(["--checkpoint", str(runs[0]), "--composition", "n5", "--episodes", "3", "--threads", "1",
+                        "--gif", str(tmp_path / "team.gif"), "--gif-frames", "5"])
+    assert "trained copa" in capsys.readouterr().out and math.isfinite(result["return"])
+    with Image.open(tmp_path / "team.gif") as gif:
+        assert gif.n_frames == 5
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        play_main(["--checkpoint", str(tmp_path / "nowhere")])

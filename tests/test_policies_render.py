@@ -58,7 +58,14 @@ def test_gif_of_an_episode(tmp_path):
     env = make_rc()
     path = record_episode_gif(env, ScriptedResourcePolicy(env.spec), tmp_path / "episode.gif")
     with Image.open(path) as gif:
-        assert gif.n_frames == 145 and gif.size == (420, 420)
+        assert gif.n_frames == 145 and gif.size[0] == 420 and gif.size[1] > 420  # the map under a caption band
+        gif.seek(0)
+        first = np.asarray(gif.convert("RGB"))
+        gif.seek(144)
+        last = np.asarray(gif.convert("RGB"))
+    band = gif.size[1] - 420
+    assert (first[:band] < 100).any()  # caption text is drawn
+    assert not np.array_equal(first[:band], last[:band])  # the step counter and score move
 
 
 def test_play_reports_rewards_and_speed(capsys):

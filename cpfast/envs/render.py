@@ -142,16 +142,41 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -> P
     return path
 
 
+def with_caption(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """The frame under a white band holding ``lines`` of text (title, step counter, score)."""
+    from PIL import Image, ImageDraw
+
+    line_height = 13
+    band = Image.new("RGB", (frame.shape[1], line_height * len(lines) + 6), (255, 255, 255))
+    draw = ImageDraw.Draw(band)
+    for k, line in enumerate(lines):
+        draw.text((4, 3 + k * line_height), line, fill=(20, 20, 20))
+    return np.concatenate([np.asarray(band), np.asarray(frame, dtype=np.uint8)], axis=0)
+
+
 def record_episode_gif(env, policy: Callable, path: str | Path, env_index: int = 0, fps: int = 10,
-                       max_frames: int | None = None) -> Path:
+                       max_frames: int | None = None, title: str | None = None) -> Path:
     """Runs ``policy(obs) -> actions`` on ``env`` (freshly reset) for one episode of env
-    ``env_index`` (or its first ``max_frames`` frames) and writes its frames to a GIF."""
+    ``env_index`` (or its first ``max_frames`` frames) and writes its frames to a GIF, each under
+    a caption: ``title`` (default: the env's name), the step counter and the score so far; the
+    last frame says how the episode ended."""
+    title = title or env.spec.name
+    limit = env.spec.episode_limit
     obs = env.reset()
-    frames = [env.render(env_index)]
-    steps = env.spec.episode_limit if max_frames is None else min(env.spec.episode_limit, max_frames - 1)
-    for _ in range(steps):
-        obs, _, terminated, truncated, _ = env.step(policy(obs))
+    score, ending = 0.0, ""
+    frames, captions = [env.render(env_index)], [f"step 0 / {limit}   score 0.00"]
+    steps = limit if max_frames is None else min(limit, max_frames - 1)
+    for step in range(1, steps + 1):
+        obs, reward, terminated, truncated, info = env.step(policy(obs))
+        score += float(reward[env_index])
         if terminated[env_index] or truncated[env_index]:
+            # The env has reset itself: the last frame shown gets the episode's end.
+            ending = "ended" if terminated[env_index] else "time limit"
+            for outcome in ("battle_won", "battle_draw", "battle_lost"):
+                if outcome in info and info[outcome][env_index]:
+                    ending = outcome.replace("battle_", "")
+            captions[-1] = f"step {step} / {limit}   score {score:.2f}   ({ending})"
             break
         frames.append(env.render(env_index))
-    return save_gif(frames, path, fps)
+        captions.append(f"step {step} / {limit}   score {score:.2f}")
+    return save_gif([with_caption(f, [title, c]) for f, c in zip(frames, captions)], path, fps)

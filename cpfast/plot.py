@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .evaluate import read_csv, summarise  # noqa: E402
@@ -79,15 +80,44 @@ def plot_reward_vs_communication(rows: list[dict], path: str | Path) -> Path | N
             points = sorted((s for s in summary if (s["method"], s["composition"]) == (method, composition)),
                             key=lambda s: s["comm_frequency"])
             x = np.array([s["comm_frequency"] for s in points]) * 100
-            ax.errorbar(x, [s["return"] for s in points], xerr=np.nan_to_num([s["comm_frequency_se"] * 100 for s in points]),
-                        yerr=np.nan_to_num([s["return_se"] for s in points]), marker="o", capsize=3, label=method)
-            for s, xi in zip(points, x):
-                ax.annotate(f"β={s['beta']:g}", (xi, s["return"]), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7)
-        ax.set(title=composition, xlabel="communication frequency (%)", ylabel="evaluation return")
+            bars = ax.errorbar(x, [s["return"] for s in points],
+                               xerr=np.nan_to_num([s["comm_frequency_se"] * 100 for s in points]),
+                               yerr=np.nan_to_num([s["return_se"] for s in points]), marker="o", capsize=3, label=method)
+            # One label per beta, alternating above and below the line, so neighbours do not overprint.
+            for k, (s, xi) in enumerate(zip(points, x)):
+                ax.annotate(f"β={s['beta']:g}", (xi, s["return"]), textcoords="offset points",
+                            xytext=(0, 7 if k % 2 else -12), ha="center", fontsize=7, color=bars[0].get_color())
+        ax.set_xscale("log")  # frequencies from a few percent to 100 %
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}%"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set(title=composition, xlabel="communication frequency (%, log scale)", ylabel="evaluation return")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{summary[0]['env']}: reward vs communication (mean ± s.e. over seeds)")
+    env = f"{summary[0]['env']}: " if summary[0]["env"] else ""  # eval.csv files before the env column lack it
+    fig.suptitle(f"{env}reward vs communication (mean ± s.e. over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_win_rates(rows: list[dict], path: str | Path) -> Path | None:
+    """StarCraft: win / draw / loss rate per method and composition (mean ± s.e. over seeds);
+    None when the rows have no outcomes."""
+    summary = [s for s in summarise(rows) if "win_rate" in s and s["beta"] in (None, 0.0)]
+    if not summary:
+        return None
+    labels = [f"{s['method']}\n{s['composition']}" for s in summary]
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(summary)), 4.2))
+    x = np.arange(len(summary))
+    for k, (rate, colour) in enumerate((("win_rate", "tab:green"), ("draw_rate", "tab:grey"), ("loss_rate", "tab:red"))):
+        ax.bar(x + (k - 1) * 0.27, [100 * s[rate] for s in summary], 0.27, color=colour, label=rate.split("_")[0],
+               yerr=np.nan_to_num([100 * s[f"{rate}_se"] for s in summary]), capsize=3)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set(ylabel="% of evaluation episodes", ylim=(0, 100),
+           title=f"{summary[0]['env']}: outcomes (mean ± s.e. over seeds)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -117,6 +147,9 @@ def main(argv=None) -> list[Path]:
             if figure is None:
                 print(f"{args.eval_csv} has no coach-method rows: no reward_vs_communication.png")
             else:
+                written.append(figure)
+            figure = plot_win_rates(read_csv(args.eval_csv), out / "win_rates.png")
+            if figure is not None:
                 written.append(figure)
     except (OSError, KeyError, ValueError) as error:  # missing or malformed logs: a message, not a trace
         raise SystemExit(f"error: {error}") from None

@@ -193,3 +193,17 @@ def test_play_a_trained_team_with_a_gif(runs, tmp_path, capsys):
         assert gif.n_frames == 5
     with pytest.raises(SystemExit, match="no checkpoint"):
         play_main(["--checkpoint", str(tmp_path / "nowhere")])
+
+
+def test_win_rate_figure_for_starcraft_rows(tmp_path):
+    rows = [{"env": "sc2_3-8sz", "method": m, "seed": seed, "composition": "train", "beta": None, "return": 10.0,
+             "return_se": 0.1, "comm_frequency": None, "win_rate": w, "draw_rate": 0.1, "loss_rate": 0.9 - w}
+            for m, w in (("aqmix", 0.2), ("aqmix", 0.4)) for seed in (0,)] + \
+           [{"env": "sc2_3-8sz", "method": "aqmix_full", "seed": 0, "composition": "train", "beta": None,
+             "return": 12.0, "return_se": 0.1, "comm_frequency": None, "win_rate": 0.5, "draw_rate": 0.1,
+             "loss_rate": 0.4}]
+    path = plot.plot_win_rates(rows, tmp_path / "win.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+    assert plot.plot_win_rates([{**rows[0], "win_rate": None, "draw_rate": None, "loss_rate": None}],
+                               tmp_path / "none.png") is None

@@ -67,7 +67,7 @@ def load_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
 
 def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: int = 500, which: str = "latest",
                   device: str = "auto", threads: int | None = None, progress: bool = False,
-                  overrides: dict | None = None) -> list[dict]:
+                  overrides: dict | None = None, eps: float = 0.0, sample_strategies: bool = False) -> list[dict]:
     """One row per run x composition x beta (a single row per composition for coachless methods,
     with ``beta`` and ``comm_frequency`` None). ``return_se`` is over that run's episodes.
     ``compositions=None`` takes each run's environment's evaluation set (Resource Collection:
@@ -90,7 +90,8 @@ def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: in
         entry = REGISTRY[cfg.env]
         for composition in compositions or entry.eval_compositions or entry.compositions:
             for beta in (betas if cfg.uses_coach else (None,)):
-                result = evaluate(nets, cfg, composition, 0.0 if beta is None else float(beta), episodes, device)
+                result = evaluate(nets, cfg, composition, 0.0 if beta is None else float(beta), episodes, device,
+                                  eps=eps, sample_strategies=sample_strategies)
                 rows.append({
                     "run_dir": str(run_dir), "env": cfg.env, "method": cfg.method, "seed": cfg.seed, "checkpoint": which,
                     "env_steps": payload.get("counter"), "composition": composition,
@@ -193,6 +194,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="latest: the model at the end of training (default); best: highest training return")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads for torch and the envs (default: the runs' setting)")
+    p.add_argument("--eps", type=float, default=0.0,
+                   help="act epsilon-greedily as training does (diagnosis; default 0: greedy)")
+    p.add_argument("--sampled-strategies", action="store_true",
+                   help="send sampled strategies as training does (diagnosis; default: the coach's mean)")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="settings",
                    help="evaluation settings of the runs' configs, e.g. --set eval_seed=123")
     p.add_argument("--out", default=".", help="folder for eval.csv and eval.md (default: current folder)")
@@ -203,16 +208,21 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.episodes < 1:
         raise SystemExit("error: --episodes must be positive")
+    if not 0.0 <= args.eps <= 1.0:
+        raise SystemExit(f"error: --eps must lie in [0, 1], got {args.eps}")
     try:
         rows = evaluate_runs(args.run_dirs, args.compositions, args.betas, args.episodes, args.checkpoint,
-                             args.device, args.threads, progress=True, overrides=parse_overrides(args.settings))
+                             args.device, args.threads, progress=True, overrides=parse_overrides(args.settings),
+                             eps=args.eps, sample_strategies=args.sampled_strategies)
     except (CheckpointError, ValueError) as error:  # bad files, unknown compositions: a message, not a trace
         raise SystemExit(f"error: {error}") from None
     table = markdown_table(summarise(rows))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "eval.csv")
-    note = (f"{args.episodes} evaluation episodes per run and setting, checkpoint `{args.checkpoint}`; "
+    acting = ("" if args.eps == 0 and not args.sampled_strategies else
+              f"acting as in training (eps {args.eps:g}{', sampled strategies' if args.sampled_strategies else ''}); ")
+    note = (f"{args.episodes} evaluation episodes per run and setting, checkpoint `{args.checkpoint}`; {acting}"
             "mean ± s.e. over seeds (sample std / sqrt(n_seeds)); one seed: its s.e. over episodes.")
     for warning in duplicate_seeds(rows):
         note += f"\n\nwarning: {warning}"

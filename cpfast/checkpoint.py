@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,21 +20,53 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, not cpfast's, or for another run."""
 
 
+def weights_digest(learner_state: dict) -> str:
+    """SHA-256 over every tensor of a learner state (names, shapes, dtypes and bytes)."""
+    digest = hashlib.sha256()
+
+    def visit(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value, key=str):
+                visit(f"{prefix}/{key}", value[key])
+        elif isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{prefix}:{tuple(value.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+    visit("", learner_state)
+    return digest.hexdigest()
+
+
 def save_atomic(payload: dict, path: str | Path) -> None:
-    """Writes to a temporary file in the same folder, fsyncs, then renames over ``path``:
-    a run killed mid-write leaves the previous checkpoint intact."""
+    """Writes to a temporary file in the same folder, fsyncs it and the folder, then renames over
+    ``path``: a run killed mid-write leaves the previous checkpoint intact. The learner's weights
+    carry a checksum that ``load`` verifies."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"weights_sha256": weights_digest(payload["learner"])} if "learner" in payload else {}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            torch.save({"format": FORMAT, **payload, **extra}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself survives a crash
+        finally:
+            os.close(folder)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Deletes the temporary files of checkpoint writes that a killed run left behind."""
+    stale = [p for p in Path(folder).glob(".checkpoint_*.pt.*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load(path: str | Path) -> dict:
@@ -46,6 +79,9 @@ def load(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
+    stored = payload.get("weights_sha256")  # absent in checkpoints written before checksums
+    if stored is not None and weights_digest(payload.get("learner", {})) != stored:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not match their checksum")
     return payload
 
 

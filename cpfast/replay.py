@@ -62,7 +62,9 @@ class SegmentBuffer:
         return {name: storage[index] for name, storage in self.data.items()}
 
     def state_dict(self) -> dict:
-        return {"size": self.size, "next": self.next, "data": {k: v[: self.size].cpu() for k, v in self.data.items()}}
+        # clone: a slice saved as it is would drag its whole preallocated storage into the file
+        return {"size": self.size, "next": self.next,
+                "data": {k: v[: self.size].cpu().clone() for k, v in self.data.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         size = state["size"]

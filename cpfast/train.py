@@ -13,6 +13,8 @@ import collections
 import csv
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +44,34 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA device")
     return device
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run at an iteration boundary, after writing its checkpoint."""
+
+
+class _StopSignals:
+    """Turns SIGINT / SIGTERM into a request the training loop honours between iterations
+    (outside the main thread, where handlers cannot be set, signals act as usual)."""
+
+    def __init__(self):
+        self.received = None
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -93,10 +123,13 @@ class Trainer:
         }
 
     def save(self) -> None:
-        checkpoint.save_atomic(self._payload(with_buffer=True), self.run_dir / "checkpoint_latest.pt")
+        # best_return first, so that the latest checkpoint (what a resume starts from) knows the best.
         train_return = np.mean(self.recent_returns) if self.recent_returns else -float("inf")
-        if train_return > self.best_return:
+        improved = train_return > self.best_return
+        if improved:
             self.best_return = float(train_return)
+        checkpoint.save_atomic(self._payload(with_buffer=True), self.run_dir / "checkpoint_latest.pt")
+        if improved:
             checkpoint.save_atomic(self._payload(with_buffer=False), self.run_dir / "checkpoint_best.pt")
 
     def restore(self, payload: dict) -> None:
@@ -143,6 +176,7 @@ class Trainer:
         totals only."""
         last = self.n_iters if stop_at is None else min(stop_at, self.n_iters)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_stale_temporaries(self.run_dir)
         (self.run_dir / "config.json").write_text(json.dumps(to_dict(self.cfg), indent=2))
         if self.obs is None:
             self.obs = self.env.reset()
@@ -160,8 +194,14 @@ class Trainer:
                                                              self.iteration)
         evaluation = None
         with _CsvLog(self.run_dir / "progress.csv", LOG_FIELDS, fresh=not resumed) as log, \
-                _CsvLog(self.run_dir / "evals.csv", EVAL_FIELDS, fresh=not resumed) as eval_log:
+                _CsvLog(self.run_dir / "evals.csv", EVAL_FIELDS, fresh=not resumed) as eval_log, _StopSignals() as stop:
             while self.iteration < last:
+                if stop.received:
+                    self.save()
+                    bar.close()
+                    writer.close()
+                    raise TrainingStopped(f"{stop.received}: stopped at iteration {self.iteration:,} of "
+                                          f"{self.n_iters:,} ({self.counter:,} env steps), checkpoint written")
                 eps = epsilon(self.iteration, self.n_iters, self.cfg, self.counter)
                 self.metrics = self._episode_iteration(eps) or self.metrics
                 self.iteration += 1
@@ -354,15 +394,31 @@ def config_from_args(args: argparse.Namespace) -> tuple[str | None, dict]:
 
 
 def resume_trainer(run_dir: str | Path, changes: dict | None = None) -> Trainer:
-    """A trainer restored from ``run_dir/checkpoint_latest.pt``; ``changes`` may set the machine
-    fields (device, threads, kernels) only."""
-    changes = changes or {}
-    fixed = sorted(set(changes) - set(MACHINE_FIELDS))
+    """A trainer restored from ``run_dir/checkpoint_latest.pt``, which must hold the run that
+    ``run_dir/config.json`` describes. ``changes`` may set the machine fields (device, threads,
+    kernels) and ``total_steps`` (to extend a run); anything else is refused."""
+    changes = dict(changes or {})
+    fixed = sorted(set(changes) - set(MACHINE_FIELDS) - {"total_steps"})
     if fixed:
-        raise ValueError(f"a resumed run keeps its configuration; only {', '.join(MACHINE_FIELDS)} may change, "
-                         f"got {', '.join(fixed)}")
-    payload = checkpoint.load(Path(run_dir) / "checkpoint_latest.pt")
-    trainer = Trainer(from_dict(payload["config"]).replace(**changes), run_dir)
+        raise ValueError(f"a resumed run keeps its configuration; only {', '.join(MACHINE_FIELDS)} and total_steps "
+                         f"(--steps) may change, got {', '.join(fixed)}")
+    path = Path(run_dir) / "checkpoint_latest.pt"
+    payload = checkpoint.load(path)
+    try:
+        stored = from_dict(payload["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise checkpoint.CheckpointError(f"checkpoint {path} holds no usable configuration ({error})") from None
+    config_json = Path(run_dir) / "config.json"
+    if config_json.is_file():
+        run = to_dict(from_dict(json.loads(config_json.read_text())))
+        wrong = [f"{k}: checkpoint {v!r} vs config.json {run[k]!r}" for k, v in to_dict(stored).items()
+                 if k not in MACHINE_FIELDS and run[k] != v]
+        if wrong:
+            raise checkpoint.CheckpointError(f"checkpoint {path} is not the run of {config_json} ({'; '.join(wrong)})")
+    trainer = Trainer(stored.replace(**changes), run_dir)
+    if trainer.n_iters < payload["iteration"]:
+        raise ValueError(f"--steps {changes['total_steps']:,} is fewer than the {payload['counter']:,} env steps "
+                         "this run has already taken")
     trainer.restore(payload)
     return trainer
 
@@ -374,7 +430,7 @@ def main(argv=None) -> dict:
         if args.resume:
             if not args.run_dir:
                 raise SystemExit("--resume needs --run-dir")
-            trainer = resume_trainer(args.run_dir, {k: v for k, v in overrides.items() if k in MACHINE_FIELDS})
+            trainer = resume_trainer(args.run_dir, overrides)
         else:
             cfg = make_config(overrides.pop("env", None), preset_name, **overrides)
             run_dir = Path(args.run_dir or os.path.join("runs", f"{cfg.env}_{cfg.method}_s{cfg.seed}"))
@@ -385,7 +441,11 @@ def main(argv=None) -> dict:
             trainer = Trainer(cfg, run_dir)
     except (ValueError, checkpoint.CheckpointError) as error:
         raise SystemExit(f"error: {error}") from None
-    summary = trainer.run(progress=not args.no_progress)
+    try:
+        summary = trainer.run(progress=not args.no_progress)
+    except TrainingStopped as stopped:
+        print(f"{stopped}; continue with: python -m cpfast.train --run-dir {trainer.run_dir} --resume")
+        raise SystemExit(130) from None
     cfg, result = trainer.cfg, summary["evaluation"]
     win_rate = (f", win rate {result['win_rate']:.1%} (draws {result['draw_rate']:.1%}, "
                 f"losses {result['loss_rate']:.1%})" if "win_rate" in result else "")

@@ -1,6 +1,7 @@
 """Training loop: resume exactness, checkpoints, update cadence, adaptive communication."""
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -226,3 +227,94 @@ def test_set_overrides_any_field_with_types_checked():
                          ("truncation_is_terminal=2", "true or false")):
         with pytest.raises(ValueError, match=message):
             parse_overrides([bad])
+
+
+def test_resume_matches_an_uninterrupted_run_in_logs_best_checkpoint_and_summary(tmp_path):
+    cfg = tiny(total_steps=4 * 145 * 2, eval_every=2)
+    straight, killed, resumed = straight_killed_resumed(cfg, tmp_path, stop_at=2)
+    (tmp_path / "killed" / "progress.csv").write_text((tmp_path / "killed" / "progress.csv").read_text()
+                                                      + "3,0,0,0,0,0,0,0,0,0,0\n")  # a row logged after the checkpoint
+    resumed.restore(checkpoint.load(tmp_path / "killed" / "checkpoint_latest.pt"))
+    resumed.run(progress=False)
+    for name in ("progress.csv", "evals.csv"):
+        a, b = (read_rows(tmp_path / d / name) for d in ("straight", "killed"))
+        assert [r["iteration"] for r in a] == [r["iteration"] for r in b], name
+    best = [checkpoint.load(tmp_path / d / "checkpoint_best.pt") for d in ("straight", "killed")]
+    assert best[0]["best_return"] == best[1]["best_return"] and best[0]["iteration"] == best[1]["iteration"]
+    latest = checkpoint.load(tmp_path / "killed" / "checkpoint_latest.pt")
+    assert latest["best_return"] == best[1]["best_return"]  # the latest knows the best it wrote
+    assert all(torch.equal(best[0]["learner"]["online"][k], best[1]["learner"]["online"][k])
+               for k in best[0]["learner"]["online"])
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("straight", "killed"))
+    assert a["evaluation"]["return"] == b["evaluation"]["return"] and a["updates"] == b["updates"]
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_flipped_weight_bytes_are_detected(tmp_path):
+    trainer = Trainer(tiny(total_steps=145 * 2), tmp_path / "run")
+    trainer.run(progress=False)
+    path = tmp_path / "run" / "checkpoint_best.pt"
+    payload = torch.load(path, weights_only=False)
+    weight = next(iter(payload["learner"]["online"].values()))
+    weight.view(-1)[:4] += 1.0  # the file stays readable, the weights change
+    torch.save(payload, path)
+    with pytest.raises(checkpoint.CheckpointError, match="checksum"):
+        checkpoint.load(path)
+
+
+def test_stale_temporaries_are_removed_and_the_buffer_is_stored_compactly(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".checkpoint_latest.pt.abc123").write_bytes(b"x" * 100)
+    trainer = Trainer(tiny(total_steps=145 * 2, buffer_size=100_000), run_dir)
+    trainer.run(progress=False)
+    assert not list(run_dir.glob(".checkpoint_*"))
+    stored = checkpoint.load(run_dir / "checkpoint_latest.pt")["buffer"]["data"]["entities"]
+    assert stored.shape[0] == trainer.buffer.size < 100_000
+    assert stored.untyped_storage().nbytes() == stored.numel() * stored.element_size()  # not the whole ring
+
+
+def test_resume_refuses_other_runs_and_fixed_flags_and_extends_with_steps(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["--preset", "quick", "--steps", str(145 * 8), "--eval-episodes", "2", "--run-dir", str(run_dir),
+            "--no-progress", "--threads", "1", "--set", "hidden_dim=16"]
+    train_main(args)
+    with pytest.raises(SystemExit, match="only device, num_threads, kernels and total_steps"):
+        train_main(["--run-dir", str(run_dir), "--resume", "--seed", "3"])
+    summary = train_main(["--run-dir", str(run_dir), "--resume", "--no-progress", "--steps", str(2 * 145 * 8)])
+    assert summary["iterations"] == 2 and summary["env_steps"] == 2 * 145 * 8
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps(config | {"lr": 0.123}))
+    with pytest.raises(SystemExit, match="not the run of"):
+        train_main(["--run-dir", str(run_dir), "--resume", "--no-progress"])
+
+
+def test_sigint_stops_at_an_iteration_with_a_checkpoint_and_one_line(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "cpfast.train", "--preset", "quick", "--steps", str(200 * 145 * 8),
+               "--threads", "1", "--no-progress", "--run-dir", str(run_dir), "--set", "hidden_dim=16",
+               "checkpoint_every=1000", "log_every=1"]
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "progress.csv").is_file() or \
+            len((run_dir / "progress.csv").read_text().splitlines()) < 3:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in out
+    stopped = checkpoint.load(run_dir / "checkpoint_latest.pt")
+    assert stopped["iteration"] >= 2
+    assert int(read_rows(run_dir / "progress.csv")[-1]["iteration"]) == stopped["iteration"]

@@ -521,3 +521,28 @@ def test_logvar_clamped_with_zero_gradient_where_clamped(module_kind):
         # sigma = exp(l / 2) stays in [e^-5, 1]
         sigma = torch.exp(0.5 * logvar)
         assert sigma.min() >= math.exp(-5) - 1e-15 and sigma.max() <= 1.0
+
+
+def test_an_absent_slots_leftover_entity_row_changes_no_output():
+    """Whatever the env leaves in an absent slot's own entity row (here: huge values, so its
+    attention scores lead the visible ones by far), no network output moves: the row is zeroed
+    before the networks, as the authors' learner does."""
+    spec = cpfast.make_env("resource_collection", num_threads=1).spec
+    gen = torch.Generator().manual_seed(0)
+    player = Player(spec, 32, 4, 32, "reference").double()
+    coach = Coach(spec, 32, 4, 32).double()
+    entities = torch.randn(3, spec.max_entities, spec.feat_dim, generator=gen, dtype=torch.float64)
+    attributes = torch.rand(3, spec.max_agents, spec.attr_dim, generator=gen, dtype=torch.float64)
+    present = torch.zeros(3, spec.max_agents, dtype=torch.float64)
+    present[:, :3] = 1
+    entity_present = torch.ones(3, spec.max_entities, dtype=torch.float64)
+    entity_present[:, 3:spec.max_agents] = 0
+    mask = present.unsqueeze(-1) * entity_present.unsqueeze(-2)
+    prev = torch.zeros(3, spec.max_agents, dtype=torch.long)
+    leftover = entities.clone()
+    leftover[:, 3:spec.max_agents] = 1e3 * torch.randn(3, spec.max_agents - 3, spec.feat_dim, generator=gen,
+                                                        dtype=torch.float64)
+    h = [player.features(e, attributes, present, prev, mask) for e in (entities, leftover)]
+    torch.testing.assert_close(h[0], h[1], rtol=0, atol=0)
+    c = [coach.encode(e, attributes, present, entity_present) for e in (entities, leftover)]
+    torch.testing.assert_close(c[0], c[1], rtol=0, atol=0)

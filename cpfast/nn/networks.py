@@ -14,8 +14,13 @@ from .. import ops
 
 # ---------------------------------------------------------------------------- inputs
 def agent_rows(spec: EnvSpec, entities, attributes, present, actions=None) -> torch.Tensor:
-    """``[entities[i, :D_a] ; (attributes[i] - 0.5) p_i (; one_hot(action_i))]`` per agent slot."""
-    parts = [entities[..., : spec.max_agents, : spec.agent_feat_dim], (attributes - 0.5) * present.unsqueeze(-1)]
+    """``[entities[i, :D_a] p_i ; (attributes[i] - 0.5) p_i (; one_hot(action_i))]`` per agent slot.
+
+    An absent slot's own entity row is zeroed, as the authors' learner does (docs/method.md,
+    Decision 18(e)1): it is masked everywhere, yet it still enters the attention's softmax
+    normaliser, so the env's leftover row would otherwise shift the outputs."""
+    p = present.unsqueeze(-1)
+    parts = [entities[..., : spec.max_agents, : spec.agent_feat_dim] * p, (attributes - 0.5) * p]
     if actions is not None:
         parts.append(F.one_hot(actions.long(), spec.n_actions).to(entities.dtype))
     return torch.cat(parts, dim=-1)

@@ -116,7 +116,8 @@ class GreedyRescuePolicy:
         along_x = np.abs(dx) >= np.abs(dy)
         actions = np.where(along_x, np.where(dx > 0, 2, np.where(dx < 0, 1, 0)), np.where(dy > 0, 4, 3))
         has_fire = burning.any(axis=1)[:, None]
-        return np.where((obs["agent_present"] != 0) & has_fire, actions, 0)
+        on_fire = ((dist == 0) & burning[:, None, :]).any(axis=-1)  # rule 1: stay, even if a fire elsewhere scores better
+        return np.where((obs["agent_present"] != 0) & has_fire & ~on_fire, actions, 0)
 
 
 class PositionSettingExpert:

@@ -347,3 +347,16 @@ def test_pettingzoo_team_reward_and_views_match_vec_env():
             observations, _ = env.reset()
             vec_obs = vec.reset()
     assert nonzero > 0
+
+
+def test_greedy_policy_stays_on_a_burning_cell_even_when_another_fire_scores_better():
+    env = make_rescue()
+    env.set_state(0, {
+        "agent_cell": np.array([[2, 2], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0]], dtype=np.int32),
+        "agent_alive": [1, 0, 0, 0, 0, 0], "agent_acc": np.zeros(6), "agent_attr": np.full((6, 2), 0.5),
+        # Agent 0 stands on b0 (score (0 + 1) / 0.1 = 10); b1 next door scores (1 + 1) / 0.9 = 2.2.
+        "bld_cell": np.array([[2, 2], [3, 2], [7, 5], [9, 9], [8, 9], [7, 9], [6, 9], [4, 9]], dtype=np.int32),
+        "bld_burning": [1, 1, 0, 0, 0, 0, 0, 0], "bld_intensity": [0.1, 0.9, 0, 0, 0, 0, 0, 0],
+        "bld_health": np.ones(8), "bld_destroyed": np.zeros(8, dtype=np.int8), "bld_timer": np.zeros(8, dtype=np.int32),
+    })
+    assert GreedyRescuePolicy(env.spec)(env.observation)[0].tolist() == [0, 0, 0, 0, 0, 0]

@@ -26,9 +26,9 @@ import cpfast
 from cpfast.policies import RandomPolicy
 
 # The authors' Resource Collection env with the trainer's per-step getters, one process on a
-# 2-core machine (shared/spec/performance.md).
+# 2-core machine (docs/performance.md).
 REFERENCE_ENV_STEPS_PER_S = {"resource_collection": 490.0}
-# performance.md targets (env-steps/s at N >= 1024 on 2 threads); Rescue has no reference code.
+# docs/performance.md targets (env-steps/s at N >= 1024 on 2 threads); Rescue has no reference code.
 TARGET_ENV_STEPS_PER_S = {"resource_collection": 500_000.0, "rescue": 1_000_000.0}
 ENV_COUNTS = (1, 64, 1024, 8192)
 THREADS = (1, 2)

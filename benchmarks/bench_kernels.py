@@ -3,7 +3,7 @@ full COPA learner update, on the CPU (and on CUDA when torch sees a GPU).
 
     pytest benchmarks/bench_kernels.py
 
-Sizes (performance.md): rows = 512 segments x 5 slots, A = 6 agent slots, N = 14 entity rows
+Sizes (docs/performance.md): rows = 512 segments x 5 slots, A = 6 agent slots, N = 14 entity rows
 (6 + 8), d = 128, H = 4, E_mix = 128. The masks and present flags come from random-policy
 rollouts of Resource Collection (team sizes 2-4 of 6 slots), as in training.
 

@@ -96,7 +96,7 @@ class Config:
         return dataclasses.replace(self, **changes).validate()
 
 
-# Paper Table 3 plus the reference code's defaults (method.md §17): the dataclass defaults.
+# Paper Table 3 plus the reference code's defaults (docs/method.md §17): the dataclass defaults.
 PAPER = Config()
 
 PRESETS: dict[str, Config] = {
@@ -115,7 +115,7 @@ PRESETS: dict[str, Config] = {
     "fast": PAPER.replace(total_steps=1_100_000, hidden_dim=64, mixer_hidden_dim=64, mixer_embed_dim=8, lr=5e-4,
                           batch_size=64, update_every=25, buffer_size=20_000, checkpoint_every=50,
                           eval_episodes=150, eps_schedule="linear", eps_anneal_steps=300_000),
-    # StarCraft micro-sim (method.md §17): 12M steps, lambda_1 = 5e-5 (lambda_2 = 5e-6), REFIL's linear
+    # StarCraft micro-sim (docs/method.md §17): 12M steps, lambda_1 = 5e-5 (lambda_2 = 5e-6), REFIL's linear
     # epsilon over 500k transitions, pad tails, time-outs terminal; win rate over 160 greedy episodes.
     # Use --env sc2_3-8MMM for the other scenario.
     "starcraft": PAPER.replace(env="sc2_3-8sz", total_steps=12_000_000, vi_lambda=5e-5, eps_schedule="linear",
@@ -140,7 +140,7 @@ def preset(name: str) -> Config:
 def make_config(env: str | None = None, preset_name: str | None = None, **overrides) -> Config:
     """The configuration ``python -m cpfast.train`` runs, for use from Python: the preset
     (default: the environment's own, else ``paper``), then the environment's registered
-    changes (e.g. Rescue's ``pad`` segment tails, method.md §17), then ``overrides``.
+    changes (e.g. Rescue's ``pad`` segment tails, docs/method.md §17), then ``overrides``.
     A bare ``Config(env=...)`` skips the middle layer."""
     from .envs.registry import REGISTRY
 

@@ -1,4 +1,4 @@
-"""Evaluate trained runs on the zero-shot compositions and the beta sweep (method.md §13-§14).
+"""Evaluate trained runs on the zero-shot compositions and the beta sweep (docs/method.md §13-§14).
 
     python -m cpfast.evaluate runs/rc_copa_s0 runs/rc_copa_s1 runs/rc_aqmix_s0 --out results
     python -m cpfast.evaluate runs/* --compositions n5 n6 --betas 0 3 --episodes 100

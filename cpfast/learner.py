@@ -1,4 +1,4 @@
-"""The COPA learner (method.md §6-§11): networks, target copies, losses and optimisers.
+"""The COPA learner (docs/method.md §6-§11): networks, target copies, losses and optimisers.
 
 One ``update`` samples nothing itself: it takes a batch of segments [B, T + 1, ...] from
 the replay buffer. Everything that does not depend on the recurrence (attention, coach
@@ -79,7 +79,7 @@ def greedy_max(q: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
 
 
 def imagined_groups(batch: int, n_entities: int, generator: torch.Generator, device=None) -> torch.Tensor:
-    """AI-QMIX's split (REFIL, method.md §16): per segment rho ~ U(0, 1) and g_j ~ Bernoulli(rho)
+    """AI-QMIX's split (REFIL, docs/method.md §16): per segment rho ~ U(0, 1) and g_j ~ Bernoulli(rho)
     for every entity; returns the within-group matrix W [B, E, E] = [g_i == g_j] (across = 1 - W)."""
     rho = torch.rand(batch, 1, generator=generator, device=device)
     groups = torch.rand(batch, n_entities, generator=generator, device=device) < rho
@@ -171,7 +171,7 @@ class Learner:
         return out
 
     def _variational_terms(self, o: dict, z0: torch.Tensor, logvar0: torch.Tensor):
-        """L_VI and H of method.md §6, averaged over agents present at slot 0."""
+        """L_VI and H of docs/method.md §6, averaged over agents present at slot 0."""
         mask = torch.cat([full_mask(o["present"][:, :1], o["entity_present"][:, :1]), o["player_mask"][:, 1:]], dim=1)
         present0 = o["present"][:, 0]
         counted = o["valid"].unsqueeze(-1) * present0.unsqueeze(1)  # [B, T, A]: the slots whose terms count

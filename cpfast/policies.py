@@ -1,5 +1,5 @@
 """Reference policies: uniform random (any environment), a scripted Resource Collection
-policy that acts only through actions, the Rescue greedy policy (rescue_game.md §10) and the
+policy that acts only through actions, the Rescue greedy policy (docs/environments.md, Rescue §10) and the
 StarCraft focus-fire policy. Each maps a batch of observations (the dict returned by
 ``VecEnv.reset``/``step``) to actions [B, N_A]; ``make_policy`` builds one by name for an env."""
 
@@ -86,7 +86,7 @@ class ScriptedResourcePolicy:
 
 
 class GreedyRescuePolicy:
-    """The Rescue greedy reference policy (rescue_game.md §10), reading the full state from
+    """The Rescue greedy reference policy (docs/environments.md, Rescue §10), reading the full state from
     ``entities``: each present agent independently stays on a burning building's cell, or heads
     for the burning building minimising ``(manhattan + 1) / intensity`` (ties: nearer, then
     lower index), stepping along x when ``|dx| >= |dy|``, else along y; with no fire it stays.
@@ -121,7 +121,7 @@ class GreedyRescuePolicy:
 
 
 class PositionSettingExpert:
-    """The authors' scripted expert for Resource Collection (resource_collection.md §11), kept
+    """The authors' scripted expert for Resource Collection (docs/environments.md, RC §11), kept
     to validate the dynamics against their published returns: it is not physical. Before each
     step it moves agents directly (via ``set_state``) by up to s/20 per axis toward their
     targets — the agent nearest a living invader toward the invader, holders toward home, the
@@ -166,11 +166,11 @@ class PositionSettingExpert:
 class ScriptedFocusFirePolicy:
     """StarCraft micro heuristic through actions, reading the entity rows (full view): every unit
     that can attack picks, among the enemies it may attack, the one with the lowest health (+
-    shield) fraction (``target="lowest_health"``, spec §11.7) or the nearest one
+    shield) fraction (``target="lowest_health"``, docs/environments.md, StarCraft §11 item 7) or the nearest one
     (``target="nearest"``), so the team focuses its fire; a unit with no enemy in attack range
     steps toward the nearest living enemy; a Medivac heals the available ally with the lowest
     health fraction, else follows the nearest living ally. The entity row layout is
-    starcraft_micro.md §9: tag one-hot 16 | avail n_actions-2 | type | health(, shield) |
+    docs/environments.md, StarCraft §9: tag one-hot 16 | avail n_actions-2 | type | health(, shield) |
     energy, cooldown | position 4.
     """
 

@@ -1,4 +1,4 @@
-"""Segment replay (method.md §8): a preallocated FIFO ring of (T + 1)-step segments and
+"""Segment replay (docs/method.md §8): a preallocated FIFO ring of (T + 1)-step segments and
 the per-env windows that cut rollouts into segments."""
 
 from __future__ import annotations

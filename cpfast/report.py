@@ -32,7 +32,7 @@ from .train import MACHINE_FIELDS
 INSTALL_HINT = "the report tool needs rliable: pip install 'cpfast[sweep]' (or pip install '.[sweep]' in a clone)"
 # Fields that never split a cell: the seed, the machine, and the logging cadence.
 NOT_CELL_FIELDS = ("seed", *MACHINE_FIELDS, "checkpoint_every", "log_every")
-# Reference lines of Resource Collection `train` (docs/results.md): random policy, the authors'
+# Reference lines of Resource Collection `train` (results/README.md): random policy, the authors'
 # expert, their plotting script's A-QMIX and A-QMIX (full view) at 5M steps, cpfast's heuristic.
 REFERENCE_LINES = {"resource_collection": {"random": -4.38, "expert (authors)": 74.43, "A-QMIX (paper)": 59.07,
                                            "A-QMIX full view (paper)": 103.05, "heuristic": 118.9}}

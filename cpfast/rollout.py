@@ -1,4 +1,4 @@
-"""Acting in batched environments (method.md §3, §9, §12-§14): epsilon-greedy players,
+"""Acting in batched environments (docs/method.md §3, §9, §12-§14): epsilon-greedy players,
 coach strategies every T steps, and evaluation with adaptive communication."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Actor:
             self.strategy[changed] = 0
 
     def player_mask(self, obs: dict, t: np.ndarray) -> torch.Tensor:
-        """The view players act on (method.md §16); ``t`` is each env's episode step."""
+        """The view players act on (docs/method.md §16); ``t`` is each env's episode step."""
         method = self.cfg.method
         if method == "aqmix_full":
             return full_mask(obs["present"], obs["entity_present"])
@@ -111,7 +111,7 @@ class Actor:
 
 class GreedyTeam:
     """A trained team as a policy ``obs -> actions`` over a batch of envs, acting as evaluation
-    does (method.md §13): greedy players; every T steps the coach's mean strategy, sent to a
+    does (docs/method.md §13): greedy players; every T steps the coach's mean strategy, sent to a
     player only when it is new to that slot or moved by more than ``beta`` (adaptive
     communication). A join or a leave restarts that slot's memory and held strategy; call
     ``end_episodes`` with the envs whose episode ended in the last step (they auto-reset).

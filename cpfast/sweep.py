@@ -4,7 +4,7 @@
         --preset quick --set lr=5e-4 --out sweeps/rc_quick
     python -m cpfast.sweep --file sweeps/rc.yaml              # the same, from a YAML/JSON file
     python -m cpfast.sweep ... --address auto                 # on a cluster started with `ray start`
-    python -m cpfast.sweep --search search.yaml --out sweeps/search   # Ray Tune + ASHA (see docs/sweeps.md)
+    python -m cpfast.sweep --search search.yaml --out sweeps/search   # Ray Tune + ASHA (README: "Many runs")
 
 Each cell is one ordinary run directory, ``OUT/<env>/<method>/<preset>[+FIELD=VALUE...]/s<seed>``,
 with the files ``python -m cpfast.train`` writes, trained by a Ray task that holds

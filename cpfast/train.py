@@ -1,4 +1,4 @@
-"""Train COPA or a baseline (method.md §9).
+"""Train COPA or a baseline (docs/method.md §9).
 
     python -m cpfast.train                              # COPA, paper settings (5M steps)
     python -m cpfast.train --preset quick --seed 1      # small networks, 300k steps
@@ -258,7 +258,7 @@ class Trainer:
 
         Fixed-length episodes (Resource Collection) make this one episode of every env in
         lockstep. Envs whose episodes end early (StarCraft) auto-reset on their own: each env
-        keeps its own episode step, coach phase and player memory (method.md §9)."""
+        keeps its own episode step, coach phase and player memory (docs/method.md §9)."""
         cfg, env, actor = self.cfg, self.env, self.actor
         if not self.windows.t.any():
             actor.reset()
@@ -356,7 +356,7 @@ RUN_FILES = ("checkpoint_latest.pt", "progress.csv", "summary.json")  # a run di
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cpfast.train", description=__doc__.splitlines()[0],
-                                epilog="Any Config field: --set FIELD=VALUE ... (see docs/configuration.md).")
+                                epilog="Any Config field: --set FIELD=VALUE ... (fields: docs/method.md §17).")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="settings to start from (default: the env's own, paper for resource_collection, "
                         "starcraft for sc2_3-8sz / sc2_3-8MMM); try --preset quick first (~12 min on 2 cores)")

@@ -1,4 +1,4 @@
-// The per-row arithmetic of entity attention (method.md §2), written once for the CPU and the GPU.
+// The per-row arithmetic of entity attention (docs/method.md §2), written once for the CPU and the GPU.
 //
 // For one query against n <= kMaxEntities columns: probs = softmax(scores) over every column, then
 // weights = probs * mask / (sum(probs * mask) + 1e-12). A row whose visible probabilities are all

@@ -1,4 +1,4 @@
-// The per-row arithmetic of the QMIX combination (method.md §5.1), written once for the CPU and
+// The per-row arithmetic of the QMIX combination (docs/method.md §5.1), written once for the CPU and
 // the GPU (one GPU thread per row runs exactly these functions).
 //
 //   n = sum_i p_i + 1e-12,  W1_i = p_i softmax(w1_i),  b1 = sum_i p_i b1_i / n,

@@ -55,7 +55,7 @@ struct RunnerConfig {
   int num_envs = 1;
   uint64_t seed = 0;
   int num_threads = 1;
-  bool eval = false;       // evaluation seeding (interface.md §5.3)
+  bool eval = false;       // evaluation seeding (docs/interface.md §5.3)
   uint64_t eval_seed = 0;  // E; also used for explicit episode_seeds in training mode
   std::string composition;
   std::vector<double> zero_shot_table;  // [rows, N_A, D_c], owned here

@@ -126,7 +126,7 @@ void BindRunner(py::module_& m, const char* name) {
              out["terminated"] = View(r.terminated, {n}, self);
              out["truncated"] = View(r.truncated, {n}, self);
              if (EnvHasAgentRewards<Env>::value) out["agent_rewards"] = View(r.agent_rewards, {n, a}, self);
-             // Per-step counters of this environment (interface.md §6), one [N] array per key.
+             // Per-step counters of this environment (docs/interface.md §6), one [N] array per key.
              py::dict info;
              for (int c = 0; c < Runner::kInfoCount; ++c)
                info[EnvInfoKeys<Env>::Name(c)] = py::array_t<int32_t>(
@@ -223,7 +223,7 @@ void BindRunner(py::module_& m, const char* name) {
 
 PYBIND11_MODULE(_envs, m) {
   m.doc() = "cpfast C++ environments and their batched runner";
-  m.def("derive_seed", &derive_seed, "interface.md §5.3 seed derivation", py::arg("a"), py::arg("b"), py::arg("c"));
+  m.def("derive_seed", &derive_seed, "seed derivation of docs/interface.md §5.3", py::arg("a"), py::arg("b"), py::arg("c"));
   m.def("uniform_stream",
         [](uint64_t seed, int64_t n) {
           py::array_t<double> out(n);

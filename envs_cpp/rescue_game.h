@@ -1,4 +1,4 @@
-// Rescue Game (spec: shared/spec/rescue_game.md): a 10 x 10 grid of burning buildings and
+// Rescue Game (docs/environments.md, Rescue Game): a 10 x 10 grid of burning buildings and
 // heterogeneous fire-fighters. float64 state, float32 outputs.
 #pragma once
 #include <cstdint>
@@ -14,7 +14,7 @@ class RescueGame {
   static constexpr int kBuildings = 8;
   static constexpr int kGrid = 10;
   static constexpr EnvDims kDims{kAgents, kAgents + kBuildings, 5, 3, 5, 2, 5, 100};
-  // Per-step event counters written to StepSlot::info, in this order (interface.md §6).
+  // Per-step event counters written to StepSlot::info, in this order (docs/interface.md §6).
   static constexpr const char* kInfoKeys[] = {"n_extinguished", "n_destroyed"};
   // Team reward only: the runner leaves info["agent_rewards"] out.
   static constexpr bool kAgentRewards = false;

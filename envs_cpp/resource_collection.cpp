@@ -42,7 +42,7 @@ inline bool Within(const double* a, double size_a, const double* b, double size_
 
 inline double Clip(double x, double lo, double hi) { return std::min(std::max(x, lo), hi); }
 
-// Force of the hard wall on an entity of radius r at p (resource_collection.md §6.2).
+// Force of the hard wall on an entity of radius r at p (docs/environments.md, RC §6.2).
 inline void AddWallForce(const double* p, double r, bool horizontal, double axis_pos, double* force) {
   const int prll = horizontal ? 0 : 1;
   const int perp = horizontal ? 1 : 0;

@@ -1,4 +1,4 @@
-// Resource Collection (spec: shared/spec/resource_collection.md), faithful to the reference
+// Resource Collection (docs/environments.md, Resource Collection), faithful to the reference
 // particle engine, float64 physics, float32 outputs.
 #pragma once
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Deterministic random streams shared by every cpfast environment (interface.md §5).
+// Deterministic random streams shared by every cpfast environment (docs/interface.md §5).
 // xoshiro256** seeded from SplitMix64; no std::*_distribution, whose output differs
 // between standard libraries.
 #pragma once

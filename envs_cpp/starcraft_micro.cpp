@@ -113,7 +113,8 @@ inline void Toward(double dx, double dy, double d, double speed, double stop_sho
   v[1] = dy / d * step;
 }
 
-// Point p of the hexagonal spiral (spec §3) with the given spacing, relative to its centre.
+// Point p of the hexagonal spiral (docs/environments.md, StarCraft §3) with the given spacing,
+// relative to its centre.
 void HexPoint(int p, double spacing, double out[2]) {
   out[0] = out[1] = 0;
   if (p == 0) return;
@@ -374,7 +375,7 @@ void StarCraftMicro<S>::LoadWork(Work& w) const {
   }
 }
 
-// Enemy target acquisition (spec §7).
+// Enemy target acquisition (docs/environments.md, StarCraft §7).
 template <Scenario S>
 void StarCraftMicro<S>::EnemyAcquire(const Work& w, int u) {
   const uint8_t* attackers = w.attackers;

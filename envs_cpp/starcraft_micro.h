@@ -1,5 +1,5 @@
 // StarCraft micromanagement simulator for REFIL's 3-8sz and 3-8MMM scenarios
-// (spec: shared/spec/starcraft_micro.md). Float64 simulation, float32 outputs.
+// (docs/environments.md, StarCraft). Float64 simulation, float32 outputs.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -18,7 +18,7 @@ enum Order : int8_t { kIdle = 0, kMove = 1, kAttackUnit = 2, kHealUnit = 3, kAtt
 
 enum class Scenario { kSz, kMMM };
 
-// Unit data of spec §4, per loop where it matters.
+// Unit data of docs/environments.md, StarCraft §4, per loop where it matters.
 struct UnitStats {
   double hp, shield, armour;
   bool armored, air;
@@ -40,7 +40,7 @@ constexpr double kMapSize = 32.0;
 constexpr int kLoopsPerStep = 8;
 constexpr int kMaxCompositions = 66;
 
-// One scenario's layout and compositions (§2, §9).
+// One scenario's layout and compositions (StarCraft §2, §9).
 struct ScenarioInfo {
   int n_types;                 // types of this scenario, in spec order
   int8_t types[3];             // spec order (sz: Stalker, Zealot; MMM: Marine, Marauder, Medivac)
@@ -70,8 +70,9 @@ class StarCraftMicro {
   static constexpr int kColEnergy = kColHealth + kHealthDim;
   static constexpr int kColPos = kColEnergy + 2;
   static constexpr int kFeat = kColPos + 4;
-  // The *calibrate* parameters of the spec (§3, §6, §7, §4 weapons) as make_env options; the
-  // defaults are the spec's values. Fitted by cpfast.envs.sc2_calibration (§12).
+  // The *calibrate* parameters (docs/environments.md, StarCraft §3, §6, §7, §4 weapons) as
+  // make_env options; the defaults are the documented values. Fitted by
+  // cpfast.envs.sc2_calibration (StarCraft §12).
   static constexpr EnvOptionSpec kOptions[] = {
       {"enemy_scan", 5.0, 0.0, 32.0, false},            // acquisition scan: max(weapon range, this), edge to edge
       {"enemy_leash", 2.0, 0.0, 32.0, false},           // an enemy drops a target beyond scan + leash

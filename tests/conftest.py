@@ -7,7 +7,7 @@ import cpfast
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_FILES = ("rc_golden_train.npz", "rc_golden_six.npz")
-# The world-state keys of a conformance record (shared/conformance/README.md).
+# The world-state keys of a conformance record (tests/data/README.md).
 CONFORMANCE_KEYS = (
     "agent_pos", "agent_vel", "agent_alive", "agent_hold", "agent_at",
     "agent_attr", "lm_pos", "lm_alive", "invader_timer",

@@ -1,5 +1,5 @@
-"""A plain-Python model of the Rescue Game spec (shared/spec/rescue_game.md) and of cpfast's
-random streams (interface.md §5), written from the spec's text for the tests: it predicts RNG
+"""A plain-Python model of the Rescue Game (docs/environments.md, Rescue) and of cpfast's
+random streams (docs/interface.md §5), written from the documentation's text for the tests: it predicts RNG
 draws and whole trajectories that the C++ environment must reproduce bit for bit."""
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class RescueModel:
 
 def model_reset(world_seed: int, comp_seed: int, composition: str, team_size_counter: int = 4,
                 table_row: np.ndarray | None = None) -> dict:
-    """The state right after a reset with freshly seeded streams (§5 of the spec)."""
+    """The state right after a reset with freshly seeded streams (docs/environments.md, Rescue §5)."""
     world, comp = PyRng.from_seed(world_seed), PyRng.from_seed(comp_seed)
     attr = np.zeros((N_AGENTS, 2))
     if composition == "train":

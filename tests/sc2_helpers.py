@@ -1,5 +1,5 @@
 """Shared helpers of the StarCraft micro-sim tests: unit data transcribed from
-shared/spec/starcraft_micro.md §4 and a way to place hand-made battles with set_state."""
+docs/environments.md, StarCraft §4, and a way to place hand-made battles with set_state."""
 
 import math
 
@@ -9,7 +9,7 @@ import cpfast
 
 MARINE, MARAUDER, MEDIVAC, STALKER, ZEALOT = range(5)
 NAMES = ("Marine", "Marauder", "Medivac", "Stalker", "Zealot")
-# Spec §4 (per game second where it says gs; one agent step = 8 loops = 0.5 gs).
+# StarCraft §4 of docs/environments.md (per game second where it says gs; one agent step = 8 loops = 0.5 gs).
 HP = (45, 125, 150, 80, 100)
 SHIELD = (0, 0, 0, 80, 50)
 ARMOUR = (0, 1, 1, 1, 1)
@@ -33,7 +33,7 @@ FAR_CORNER = (29.0, 29.0)  # bystander position, out of every scan and sight ran
 
 
 def hit_damage(attacker, victim, shield, health):
-    """One hit of spec §4: shields absorb first, the rest loses the HP armour (floor 0.5)."""
+    """One hit of StarCraft §4 (docs/environments.md): shields absorb first, the rest loses the HP armour (floor 0.5)."""
     damage = DAMAGE[attacker] + (BONUS_ARMORED[attacker] if ARMORED[victim] else 0)
     absorbed = min(shield, damage)
     rest = damage - absorbed

@@ -42,7 +42,7 @@ def runs(tmp_path_factory):
 
 
 def forced_frequency(composition, episodes, period=4, eval_seed=9999):
-    """Sends / decision points when only forced sends happen (method.md §13), counted from the
+    """Sends / decision points when only forced sends happen (docs/method.md §13), counted from the
     presence schedule alone: a slot present at a decision time sends iff it has not received a
     strategy since it (re)appeared. Presence does not depend on the actions, so no-ops do."""
     env = cpfast.make_env("resource_collection", num_envs=episodes, composition=composition, eval_seed=eval_seed,

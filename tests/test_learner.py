@@ -1,4 +1,4 @@
-"""The learner (method.md §6-§8, §11, §16, §17): loss invariances, the VI/entropy averages,
+"""The learner (docs/method.md §6-§8, §11, §16, §17): loss invariances, the VI/entropy averages,
 copa_novi vs copa, fully masked rows, target syncs, segment windows and the replay ring,
 AI-QMIX's imagined groups and the paper preset."""
 
@@ -626,7 +626,7 @@ def test_make_config_layers_preset_env_changes_and_overrides_as_the_cli_does():
     assert sc2.env == "sc2_3-8MMM" and sc2.total_steps == preset("starcraft").total_steps
     with pytest.raises(ValueError, match="unknown environment 'rescue_game'"):
         make_config("rescue_game")
-    with pytest.raises(ValueError, match="unknown preset 'fast'"):
-        make_config("rescue", "fast")
+    with pytest.raises(ValueError, match="unknown preset 'turbo'"):
+        make_config("rescue", "turbo")
     with pytest.raises(ValueError, match="unknown config fields: hidden"):
         make_config("rescue", hidden=3)

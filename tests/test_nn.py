@@ -1,4 +1,4 @@
-"""COPA networks against method.md §2-§5 and §19: entity attention, parameter counts, the QMIX
+"""COPA networks against docs/method.md §2-§5 and §19: entity attention, parameter counts, the QMIX
 combination and mixers, player memory modes and the coach's log-variance clamp.
 
 Reference computations here are written from the spec, independently of cpfast's code paths
@@ -37,7 +37,7 @@ def n_params(module):
 
 # ============================================================================ §2 attention
 def reference_mha(module: EntityAttention, x, mask):
-    """Direct float64 transcription of method.md §2 for x [R, N_E, dh], mask [R, N_A, N_E]."""
+    """Direct float64 transcription of docs/method.md §2 for x [R, N_E, dh], mask [R, N_A, N_E]."""
     x = np.asarray(x, dtype=np.float64)
     mask = np.asarray(mask, dtype=np.float64)
     w_pre = module.pre.weight.detach().double().numpy()

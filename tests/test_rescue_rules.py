@@ -1,4 +1,4 @@
-"""Rescue Game rules in isolation (rescue_game.md §12), each set up with set_state; expected
+"""Rescue Game rules in isolation (docs/environments.md, Rescue §12), each set up with set_state; expected
 values come from the spec's formulas, and whole trajectories from the plain-Python model."""
 
 import numpy as np
@@ -79,7 +79,7 @@ def test_python_rng_model_matches_the_cpp_stream():
 
 @pytest.mark.parametrize("composition", ["train", "n5", "n6", "dynamic"])
 def test_trajectories_match_the_spec_model_bit_for_bit(composition):
-    """Reset (streams seeded as in interface.md §5.3) and 250 random steps agree exactly with
+    """Reset (streams seeded as in docs/interface.md §5.3) and 250 random steps agree exactly with
     the Python model of the spec, state and reward, across an episode boundary."""
     env = cpfast.make_env("rescue", num_envs=3, seed=21, composition=composition, num_threads=2, eval_seed=77)
     env.reset()

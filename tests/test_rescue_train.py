@@ -17,7 +17,7 @@ def test_train_cli_runs_on_rescue_with_its_preset_changes(tmp_path):
     assert "evaluation on train" in out.stdout
     config = json.loads((run_dir / "config.json").read_text())
     assert config["env"] == "rescue" and config["method"] == "copa"
-    assert REGISTRY["rescue"].train_defaults["segment_tail"] == "pad"  # method.md §17
+    assert REGISTRY["rescue"].train_defaults["segment_tail"] == "pad"  # docs/method.md §17
     for key, value in REGISTRY["rescue"].train_defaults.items():
         assert config[key] == value
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -13,7 +13,7 @@ from cpfast.policies import RandomPolicy, ScriptedFocusFirePolicy
 from sc2_helpers import HP, MARAUDER, MARINE, MEDIVAC, SHIELD, STALKER, ZEALOT, make
 
 SZ, MMM = "sc2_3-8sz", "sc2_3-8MMM"
-# Spec §2/§3: spec type order, REFIL ally sort ids and stock sort ids.
+# docs/environments.md, StarCraft §2/§3: the scenarios' type order, REFIL ally sort ids and stock sort ids.
 SPEC_TYPES = {SZ: [[STALKER, ZEALOT]], MMM: [[MARINE, MARAUDER], [MEDIVAC]]}
 SIZES = {SZ: [(3, 8)], MMM: [(3, 6), (0, 2)]}
 ALLY_ID = {MARINE: 1939, MARAUDER: 1938, MEDIVAC: 1940, STALKER: 1941, ZEALOT: 1942}
@@ -353,7 +353,8 @@ def test_train_cli_runs_starcraft_end_to_end(tmp_path, capsys):
     assert [back[k] for k in ("win_rate", "draw_rate", "loss_rate")] == pytest.approx(rates)
     table = (tmp_path / "eval" / "eval.md").read_text().splitlines()
     assert "win rate" in table[0] and "draw rate" in table[0] and "loss rate" in table[0]
-    assert all(f"{r:.1%} ± 0.0%" in table[2] for r in rates)  # one seed: zero spread
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert all(f"{r:.1%}" in cells for r in rates)  # one seed: no spread over seeds to show
 
 
 # Unused agent slots of a small team are never terminated (as in test_pettingzoo.py).

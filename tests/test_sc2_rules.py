@@ -1,4 +1,4 @@
-"""StarCraft micro-sim rules (shared/spec/starcraft_micro.md §4-§8): analytic duels, shields,
+"""StarCraft micro-sim rules (docs/environments.md, StarCraft §4-§8): analytic duels, shields,
 healing, movement, availability, masks, entity features, reward and game end. Expected values
 are computed here from the spec's unit data and formulas (sc2_helpers), not recorded outputs."""
 
@@ -27,7 +27,7 @@ def env_for(*types):
 
 
 # ---------------------------------------------------------------------------------- duels
-# (attacker, victim, hits the spec states in §11.2); the test recomputes them from §4.
+# (attacker, victim, hits stated in StarCraft §11 item 2); the test recomputes them from StarCraft §4.
 DUELS = [
     (MARINE, MARINE, 8),
     (MARAUDER, MARAUDER, 7),

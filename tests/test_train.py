@@ -140,7 +140,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 
 def expected_updates(n_iters, n_envs, horizon, period, update_every, batch):
-    """method.md §9 arithmetic, written out independently of the trainer."""
+    """docs/method.md §9 arithmetic, written out independently of the trainer."""
     counter = last = updates = segments = 0
     for _ in range(n_iters):
         for t in range(horizon):
@@ -168,7 +168,7 @@ def test_update_cadence_and_target_syncs_follow_the_schedule(tmp_path):
 
 
 def decision_counts(composition, eval_seed, episodes, n_envs, period):
-    """Forced sends and decision points of method.md §13 from the env's presence trace alone
+    """Forced sends and decision points of docs/method.md §13 from the env's presence trace alone
     (compositions never depend on actions)."""
     env = cpfast.make_env("resource_collection", num_envs=n_envs, composition=composition, eval_seed=eval_seed)
     obs = env.reset()

@@ -20,15 +20,20 @@ class EnvEntry:
     compositions: tuple[str, ...]
     zero_shot_table: Callable[[], np.ndarray] | None
     renderer: Callable[[dict[str, np.ndarray]], np.ndarray] | None
-    # Training-config fields this environment's preset changes (method.md §17), applied by
+    # Training-config fields this environment's preset changes (docs/method.md §17), applied by
     # ``python -m cpfast.train --env NAME`` before the command line's own overrides.
     train_defaults: dict[str, Any] = field(default_factory=dict)
     eval_compositions: tuple[str, ...] = ()  # what `cpfast.evaluate` sweeps by default (empty: all)
+    # Whether the env gives each agent its own reward (``info["agent_rewards"]``, summing to the
+    # team reward). Where not, the team reward is the only reward (each agent's, cooperatively)
+    # and a per-agent buffer the runner may carry is not exposed.
+    agent_rewards: bool = False
 
 
 REGISTRY: dict[str, EnvEntry] = {
     "resource_collection": EnvEntry(
-        _envs.ResourceCollection, ("train", "n5", "n6", "dynamic"), tables.rc_zero_shot_table, render.render_resource_collection
+        _envs.ResourceCollection, ("train", "n5", "n6", "dynamic"), tables.rc_zero_shot_table,
+        render.render_resource_collection, agent_rewards=True,
     ),
     "rescue": EnvEntry(
         _envs.RescueGame, ("train", "n5", "n6", "dynamic"), tables.rescue_zero_shot_table, render.render_rescue,
@@ -56,11 +61,11 @@ def make_env(
 
     ``seed`` seeds training streams (env i: world ``derive(seed, i, 0)``, composition
     ``derive(seed, i, 1)``); with ``eval_seed`` every episode is an evaluation episode
-    ``k = i + j * num_envs`` seeded from ``eval_seed`` (interface.md §5). ``num_threads``
+    ``k = i + j * num_envs`` seeded from ``eval_seed`` (docs/interface.md §5). ``num_threads``
     defaults to the machine's cores; results never depend on it. ``backend="sc2"`` plays the
     StarCraft scenarios on an installed StarCraft II instead (``cpfast.envs.sc2``).
     ``env_kwargs`` are the environment's named options (``env_options(name)``: the StarCraft
-    simulator's *calibrate* parameters, starcraft_micro.md §12); absent ones keep their defaults.
+    simulator's *calibrate* parameters, docs/environments.md, StarCraft §12); absent ones keep their defaults.
     """
     if backend == "sc2":
         if env_kwargs:
@@ -94,6 +99,7 @@ def make_env(
         zero_shot_table=table,
         renderer=entry.renderer,
         params=params,
+        agent_rewards=entry.agent_rewards,
     )
 
 

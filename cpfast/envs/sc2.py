@@ -1,4 +1,4 @@
-"""Optional real-StarCraft II backend of the StarCraft scenarios (starcraft_micro.md §12).
+"""Optional real-StarCraft II backend of the StarCraft scenarios (docs/environments.md, StarCraft §12).
 
 ``make_sc2_env("sc2_3-8sz" | "sc2_3-8MMM", ...)`` plays REFIL's scenarios on the real game and
 returns an object with ``VecEnv``'s interface (``spec``, ``reset``, ``step``, ``observation``,
@@ -17,10 +17,10 @@ installed for this purpose (it also claims the ``smac`` module name).
 One feature path: the game's unit states are written into a simulator env with ``set_state``,
 and that env's C++ code builds the entities, masks and availability, so both backends give
 identical arrays for identical unit states. Composition, placement and tags are drawn by the
-simulator's reset (same seeds, same teams). Reward and game end follow spec §8 here.
+simulator's reset (same seeds, same teams). Reward and game end follow docs/environments.md, StarCraft §8 here.
 
 This backend has not been run against a live game in this repository's CI (no machine here can
-install StarCraft II). The calibration harness of §12, ``cpfast.envs.sc2_calibration``, plays the
+install StarCraft II). The calibration harness of StarCraft §12, ``cpfast.envs.sc2_calibration``, plays the
 same episodes on this backend and on the simulator and fits the simulator's *calibrate* parameters
 (``make_env`` options) to it; its tests run simulator against simulator.
 """
@@ -37,7 +37,7 @@ from .registry import make_env
 
 SC2_VERSION = "4.6.2.69232"
 MAP_NAME = "empty_passive"
-# Simulator type index -> (REFIL's ally "_RL" unit id, stock enemy unit id); spec §4.
+# Simulator type index -> (REFIL's ally "_RL" unit id, stock enemy unit id); docs/environments.md, StarCraft §4.
 UNIT_IDS = {0: (1939, 48), 1: (1938, 51), 2: (1940, 54), 3: (1941, 74), 4: (1942, 73)}
 MAX_HEALTH = {0: 45.0, 1: 125.0, 2: 150.0, 3: 80.0, 4: 100.0}
 MAX_SHIELD = {0: 0.0, 1: 0.0, 2: 0.0, 3: 80.0, 4: 50.0}
@@ -193,8 +193,8 @@ class SC2VecEnv:
         self._game_tag = np.zeros((num_envs, 16), dtype=np.uint64)  # game unit tag of each slot
         n = num_envs
         self._reward = np.zeros(n, np.float32)
-        self._terminated = np.zeros(n, np.uint8)
-        self._truncated = np.zeros(n, np.uint8)
+        self._terminated = np.zeros(n, bool)  # bool like VecEnv's
+        self._truncated = np.zeros(n, bool)
         self._info = {"battle_won": np.zeros(n, np.int32), "battle_draw": np.zeros(n, np.int32),
                       "battle_lost": np.zeros(n, np.int32), "timeout": np.zeros(n, np.int32),
                       "composition_index": np.zeros(n, np.int32), "episode_step": np.zeros(n, np.int32),
@@ -206,6 +206,10 @@ class SC2VecEnv:
     @property
     def observation(self):
         return self._sim.observation
+
+    @property
+    def info(self):
+        return self._info
 
     def _start_episode(self, i: int) -> None:
         state = self._sim.get_state(i)
@@ -287,7 +291,7 @@ class SC2VecEnv:
         game.command(commands)
         game.controller.step(self.step_mul)
         after = self._observe(i)
-        # Reward and game end (spec §8).
+        # Reward and game end (docs/environments.md, StarCraft §8).
         enemy = slice(8, 16)
         exists = before["unit_type"] >= 0
         was_alive = (before["alive"][enemy] != 0) & exists[enemy]

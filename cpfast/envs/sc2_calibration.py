@@ -1,4 +1,4 @@
-"""Calibration harness of the StarCraft simulator against a reference backend (starcraft_micro.md §12).
+"""Calibration harness of the StarCraft simulator against a reference backend (docs/environments.md, StarCraft §12).
 
 Two backends are any two factories ``factory(name, num_envs=, composition=, eval_seed=) -> env``
 of envs with the common interface: the C++ simulator with given *calibrate* parameters
@@ -44,10 +44,11 @@ OUTCOMES = ("win", "loss", "draw", "timeout")
 POLICIES = ("random", "focus_fire", "focus_fire_nearest")
 
 # The default search grid of ``fit`` (simulator defaults included in every row). Ranges bracket
-# the spec's guesses: scan and leash around §7's 5 and 2, separation around 0.5, spawn gaps from
-# touching to loose, weapon scales around 1 including 1/1.4 and 1.4 (game seconds mistaken for
-# real seconds at "Faster" speed, §1). An enemy Medivac escorts at the slowest friendly speed
-# (2.25 gs with Marines or Marauders alive, §7.5), so its own speed only shows below that.
+# the simulator's documented guesses (docs/environments.md, StarCraft): scan and leash around
+# §7's 5 and 2, separation around 0.5, spawn gaps from touching to loose, weapon scales around 1
+# including 1/1.4 and 1.4 (game seconds mistaken for real seconds at "Faster" speed, §1). An
+# enemy Medivac escorts at the slowest friendly speed (2.25 gs with Marines or Marauders alive,
+# §7 item 5), so its own speed only shows below that.
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "enemy_scan": (4.0, 5.0, 6.0, 7.0),
     "enemy_leash": (0.0, 1.0, 2.0, 3.0, 4.0),
@@ -158,7 +159,7 @@ def _play(env, policy, policy_name: str, composition: int, episodes: int) -> lis
     0 .. episodes-1 have finished; time to kill from the health column of the enemy entity rows."""
     spec, b = env.spec, env.num_envs
     n_a = spec.max_agents
-    col = 16 + spec.n_actions - 2 + spec.attr_dim  # health column (starcraft_micro.md §9)
+    col = 16 + spec.n_actions - 2 + spec.attr_dim  # health column (docs/environments.md, StarCraft §9)
     obs = env.reset()
     k = np.arange(b)
     exists = np.array(obs["entity_present"][:, n_a:] != 0)
@@ -177,7 +178,7 @@ def _play(env, policy, policy_name: str, composition: int, episodes: int) -> lis
         death[newly] = np.broadcast_to(steps[:, None], death.shape)[newly]
         for i in np.flatnonzero(done):
             if k[i] < episodes:
-                # The env's own outcome flags (both backends set them; spec §8). battle_draw
+                # The env's own outcome flags (both backends set them; StarCraft §8). battle_draw
                 # also covers time-outs, which the harness keeps apart.
                 outcome = "timeout" if info["timeout"][i] else _OUTCOME_NAMES[episode_outcomes(info, [i])[0]]
                 ttk = [float(d) if d >= 0 else math.inf for d in death[i][exists[i]]]

@@ -1,4 +1,4 @@
-"""The static description of an environment (interface.md §2)."""
+"""The static description of an environment (docs/interface.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zero-shot attribute tables (interface.md §5.5).
+"""Zero-shot attribute tables (docs/interface.md §5.5).
 
 Each table is generated once from a documented seed with cpfast's own generator and shipped
 in ``cpfast/data``; ``python -m cpfast.envs.tables`` regenerates them, and a test checks that

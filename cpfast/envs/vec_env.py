@@ -6,6 +6,7 @@ import os
 from typing import Any, Callable
 
 import numpy as np
+from gymnasium import spaces
 
 from .spec import EnvSpec
 
@@ -13,7 +14,7 @@ OBS_KEYS = ("entities", "attributes", "agent_present", "entity_present", "obs_ma
 
 
 class VecEnv:
-    """N environments of one kind stepped together by a C++ runner (interface.md §4).
+    """N environments of one kind stepped together by a C++ runner (docs/interface.md §4).
 
     Arrays returned by ``reset`` and ``step`` (observations, rewards, flags and ``info``) are
     read-only numpy **views of the runner's buffers**: the next ``reset`` or ``step``
@@ -23,6 +24,10 @@ class VecEnv:
     ``info["final"]`` holds the final observation of every env whose episode ended in this
     step (rows where ``terminated | truncated``); other rows are stale. Envs auto-reset in
     the same step, so ``obs`` is already the next episode's first observation there.
+
+    ``terminated`` and ``truncated`` are bool arrays [num_envs]. ``observation_space`` and
+    ``action_space`` are gymnasium spaces of the batched arrays (``single_observation_space``,
+    ``single_action_space``: one env's).
     """
 
     def __init__(
@@ -37,6 +42,7 @@ class VecEnv:
         zero_shot_table: np.ndarray | None,
         renderer: Callable[[dict[str, np.ndarray]], np.ndarray] | None,
         params: dict[str, float] | None = None,
+        agent_rewards: bool = True,
     ):
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -51,24 +57,45 @@ class VecEnv:
         self.num_envs = int(num_envs)
         self.num_threads = min(int(num_threads), self.num_envs)
         self.params = dict(params or {})  # the environment options given to make_env
-        self._runner = runner_cls(self.num_envs, int(seed), self.num_threads, spec.composition, zero_shot_table, eval_seed,
-                                  self.params)
         self._renderer = renderer
+        self._runner_cls, self._zero_shot_table, self._eval_seed = runner_cls, zero_shot_table, eval_seed
+        self._agent_rewards = bool(agent_rewards)
+        self._bind_runner(int(seed))
+        self._state_fields = {
+            name: (np.dtype(dtype), tuple(shape), lo, hi) for name, dtype, shape, lo, hi in runner_cls.state_fields()
+        }
+        # gymnasium spaces of the batched arrays: observations are a Dict of Boxes shaped like
+        # ``reset``'s arrays ([num_envs, ...]); actions a MultiDiscrete [num_envs, max_agents].
+        # The single_* spaces describe one env (gymnasium's VectorEnv convention).
+        self.single_observation_space = spaces.Dict(
+            {key: _box(view.shape[1:], view.dtype) for key, view in self._obs.items()}
+        )
+        self.observation_space = spaces.Dict({key: _box(view.shape, view.dtype) for key, view in self._obs.items()})
+        self.single_action_space = spaces.MultiDiscrete(np.full(spec.max_agents, spec.n_actions, dtype=np.int64))
+        self.action_space = spaces.MultiDiscrete(np.full((self.num_envs, spec.max_agents), spec.n_actions,
+                                                         dtype=np.int64))
+
+    def _bind_runner(self, seed: int) -> None:
+        """Builds the C++ runner for ``seed`` and binds read-only views of its buffers."""
+        self._runner = self._runner_cls(self.num_envs, seed, self.num_threads, self.spec.composition,
+                                        self._zero_shot_table, self._eval_seed, self.params)
         buffers = self._runner.buffers()
         for views in (buffers["obs"], buffers["final"]):
             for view in views.values():
                 view.setflags(write=False)
-        # Env-specific info: per-agent rewards (where the env has them) and per-step counters.
+        # Env-specific info: per-agent rewards (only where the env has them: a runner may carry
+        # an unused buffer, which is not exposed) and per-step counters.
         extra_info = dict(buffers["info"])
-        if "agent_rewards" in buffers:
+        if self._agent_rewards and "agent_rewards" in buffers:
             extra_info["agent_rewards"] = buffers["agent_rewards"]
         for view in (*extra_info.values(), *(buffers[k] for k in ("reward", "terminated", "truncated", "episode_step",
                                                                   "episode_return", "episode_length"))):
             view.setflags(write=False)
         self._obs = buffers["obs"]
         self._reward = buffers["reward"]
-        self._terminated = buffers["terminated"]
-        self._truncated = buffers["truncated"]
+        # The runner writes 0/1 bytes: bool views of the same memory (no copy).
+        self._terminated = buffers["terminated"].view(np.bool_)
+        self._truncated = buffers["truncated"].view(np.bool_)
         self._info = {
             "final": buffers["final"],
             "episode_step": buffers["episode_step"],
@@ -76,14 +103,23 @@ class VecEnv:
             "episode_length": buffers["episode_length"],
             **extra_info,
         }
-        self._state_fields = {
-            name: (np.dtype(dtype), tuple(shape), lo, hi) for name, dtype, shape, lo, hi in runner_cls.state_fields()
-        }
         self._needs_reset = True
 
     # ------------------------------------------------------------------ stepping
-    def reset(self, env_ids=None, episode_seeds=None) -> dict[str, np.ndarray]:
-        """Resets ``env_ids`` (all by default); ``episode_seeds`` sets their evaluation episode index k."""
+    def reset(self, env_ids=None, episode_seeds=None, seed=None) -> dict[str, np.ndarray]:
+        """Resets ``env_ids`` (all by default); ``episode_seeds`` sets their evaluation episode index k.
+
+        ``seed`` re-seeds every env as ``make_env(..., seed=seed)`` does (a fresh runner with the
+        same options and ``eval_seed``): the episodes that follow are exactly those of a new env
+        built with that seed. It resets every env, so it cannot be combined with ``env_ids``;
+        arrays returned before belong to the old runner and are no longer updated. Every
+        argument is checked before anything changes.
+        """
+        if seed is not None:
+            if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)) or not 0 <= seed < 2**64:
+                raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+            if env_ids is not None:
+                raise ValueError("seed re-seeds every env: it cannot be combined with env_ids")
         ids = None
         if env_ids is not None:
             ids = np.asarray(env_ids)
@@ -102,6 +138,8 @@ class VecEnv:
             if seeds.shape != (expected,) or not np.issubdtype(seeds.dtype, np.integer) or (seeds < 0).any():
                 raise ValueError(f"episode_seeds must be {expected} non-negative integers, got {seeds!r}")
             episode_seeds = seeds.astype(np.int64)
+        if seed is not None:
+            self._bind_runner(int(seed))
         self._runner.reset(ids, episode_seeds)
         self._needs_reset = False
         return self._obs
@@ -133,6 +171,11 @@ class VecEnv:
         """The current observation (the views ``reset``/``step`` returned, kept up to date,
         also after ``set_state``)."""
         return self._obs
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The ``info`` dict ``step`` returns (views, kept up to date; its keys are fixed from the start)."""
+        return self._info
 
     # ------------------------------------------------------------------ state
     def _check_index(self, i) -> int:
@@ -195,3 +238,11 @@ class VecEnv:
     def __repr__(self) -> str:
         s = self.spec
         return f"VecEnv({s.name!r}, composition={s.composition!r}, num_envs={self.num_envs}, num_threads={self.num_threads})"
+
+
+def _box(shape, dtype) -> spaces.Box:
+    """A Box for one observation array: masks and flags are 0/1, real features unbounded."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return spaces.Box(-np.inf, np.inf, tuple(shape), dtype)
+    return spaces.Box(0, 1, tuple(shape), dtype)

@@ -1,5 +1,5 @@
-"""Entity attention (method.md §2), heads batched, computed with the exact-math levers of
-performance.md: per head, scores = h_a (W_Q W_K^T) h^T, so keys are never projected, and
+"""Entity attention (docs/method.md §2), heads batched, computed with the exact-math levers of
+docs/performance.md: per head, scores = h_a (W_Q W_K^T) h^T, so keys are never projected, and
 values are projected after aggregation, (A h) W_V, on the agent rows only; the head average
 is one matmul over the concatenated heads.
 

@@ -1,4 +1,4 @@
-"""COPA's networks (method.md §1-§6). Every network reads only common-interface tensors;
+"""COPA's networks (docs/method.md §1-§6). Every network reads only common-interface tensors;
 leading dimensions are free ([..., N_A, ...]) and are flattened for the attention."""
 
 from __future__ import annotations

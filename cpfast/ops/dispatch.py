@@ -106,7 +106,7 @@ def _check_attention_shapes(q, k, v, mask) -> None:
 
 
 def entity_attention(q, k, v, mask, scale: float, average: bool = True, kernels: str = "fused") -> torch.Tensor:
-    """Masked multi-head attention of A agent queries over N entity columns (method.md §2).
+    """Masked multi-head attention of A agent queries over N entity columns (docs/method.md §2).
 
     q [R, A, H, d] (projected per head); k, v [R, N, KH, d] with KH = H, or KH = 1 for keys and
     values shared by every head (no per-head copies), and v may be k itself; mask [R, A, N], 0/1 in q's dtype. Scores
@@ -121,7 +121,7 @@ def entity_attention(q, k, v, mask, scale: float, average: bool = True, kernels:
 
 
 def qmix_mix(w1_logits, b1, w2_logits, b2, agent_q, present, pairs: bool = False, kernels: str = "fused"):
-    """Q_tot [...] of method.md §5.1 from per-agent hypernetwork outputs [..., A, E], agent
+    """Q_tot [...] of docs/method.md §5.1 from per-agent hypernetwork outputs [..., A, E], agent
     values [..., A] and the present mask [..., A]; with ``pairs`` a leading dimension of
     ``w1_logits`` and ``agent_q`` stacks (W1, q) pairs whose terms are summed (AI-QMIX)."""
     lead = present.shape[:-1]

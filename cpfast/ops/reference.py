@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 
 def masked_attention_probs(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The reference semantics (method.md §2): softmax over every column, multiply by the 0/1
+    """The reference semantics (docs/method.md §2): softmax over every column, multiply by the 0/1
     mask, renormalise by (sum + 1e-12). A row with nothing visible (or whose visible columns
     underflow) is exactly 0."""
     probs = torch.softmax(scores, dim=-1) * mask
@@ -26,7 +26,7 @@ def entity_attention_reference(q, k, v, mask, scale: float, average: bool = True
 
 def qmix_mix_reference(w1_logits, b1, w2_logits, b2, agent_q, present, pairs: bool = False) -> torch.Tensor:
     """Q_tot from per-agent hypernetwork outputs [..., N_A, E], agent values [..., N_A] and
-    the present mask [..., N_A] (method.md §5.1):
+    the present mask [..., N_A] (docs/method.md §5.1):
 
         W1_i = p_i softmax(w1_i),  b1 = sum_i p_i b1_i / n,  w2 = sum_i p_i softmax(w2_i) / n,
         b2 = mean_k(sum_i p_i b2_i / n),  Q_tot = ELU(sum_i p_i q_i W1_i + b1) . w2 + b2

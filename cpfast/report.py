@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,10 @@ def _interval(scores: np.ndarray, reps: int, seed: int) -> dict[str, float]:
     """Mean and IQM of ``scores`` [n_seeds] with 95% stratified bootstrap intervals (rliable)."""
     rly, metrics = _rliable()
     scores = np.asarray(scores, dtype=float).reshape(-1, 1)
+    if len(scores) < 2:  # one seed: no interval over seeds to give
+        value = float(scores[0, 0])
+        return {"mean": value, "mean_low": math.nan, "mean_high": math.nan, "iqm": value, "iqm_low": math.nan,
+                "iqm_high": math.nan}
 
     def aggregate(s):
         return np.array([metrics.aggregate_mean(s), metrics.aggregate_iqm(s)])
@@ -130,6 +135,9 @@ def probability_of_improvement(x, y, reps: int = 2000, seed: int = 0) -> dict[st
     rly, metrics = _rliable()
 
     x, y = (np.asarray(v, dtype=float).reshape(-1, 1) for v in (x, y))
+    if min(len(x), len(y)) < 2:
+        point = float(np.mean([(a > b) + 0.5 * (a == b) for a in x[:, 0] for b in y[:, 0]]))
+        return {"probability": point, "low": math.nan, "high": math.nan}
     point, ci = rly.get_interval_estimates({"p": (x, y)}, metrics.probability_of_improvement, reps=reps,
                                            random_state=np.random.RandomState(seed))
     return {"probability": float(point["p"]), "low": float(ci["p"][0][0]), "high": float(ci["p"][1][0])}
@@ -277,6 +285,8 @@ def marl_eval_json(runs: list[Run]) -> dict:
 
 
 def _fmt(value: float, low: float, high: float, percent: bool = False) -> str:
+    if low != low:  # one seed
+        return (f"{value:.1%}" if percent else f"{value:.2f}") + " (1 seed)"
     if percent:
         return f"{value:.1%} [{low:.1%}, {high:.1%}]"
     return f"{value:.2f} [{low:.2f}, {high:.2f}]"

@@ -23,8 +23,8 @@ import dataclasses
 import itertools
 import json
 import os
+import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -189,6 +189,7 @@ def run_sweep(cells: list[Cell], out: str | Path, threads: int = 1, gpus: float 
           f"({sum(s == 'resumable' for s in statuses.values())} resume from checkpoints), {threads} CPU(s) each")
     bar = tqdm(total=sum(totals.values()), unit="step", unit_scale=True, dynamic_ncols=True, disable=not progress)
     failed = 0
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the sweep as Ctrl-C does
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
@@ -201,7 +202,9 @@ def run_sweep(cells: list[Cell], out: str | Path, threads: int = 1, gpus: float 
                     failed += 1
                     cause = getattr(error, "cause", None) or error
                     results[cell.name] = f"failed: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
-                    bar.write(f"{cell.name} failed ({results[cell.name][8:]}); see {dirs[cell] / 'error.txt'}")
+                    where = (f"; see {dirs[cell] / 'error.txt'}" if (dirs[cell] / "error.txt").is_file()
+                             else "; it can resume from its checkpoint")
+                    bar.write(f"{cell.name} failed ({results[cell.name][8:]}){where}")
             done = sum(1 for v in results.values() if v == "done")
             steps = sum(totals[c] if results.get(c.name) == "done" else _env_steps(dirs[c]) for c in cells)
             bar.update(steps - bar.n)
@@ -213,9 +216,15 @@ def run_sweep(cells: list[Cell], out: str | Path, threads: int = 1, gpus: float 
         print(f"\nsweep stopped: {len(results)} of {len(cells)} runs finished; run the same command again to "
               "resume the others from their checkpoints")
         raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bar.close()
     print(f"sweep {out}: {sum(v == 'done' for v in results.values())} done, {failed} failed of {len(cells)}")
     return results
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _slots(ray, threads: int) -> int:

@@ -176,7 +176,8 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     """Greedy players and mean strategies gated by the adaptive rule with threshold ``beta``
     (``GreedyTeam``). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
     states for every method and trained seed). Returns the mean team return, its standard
-    error and the communication frequency (sends / decision points), plus ``win_rate``,
+    error, the communication frequency (sends / decision points) and the mean return per team
+    size at the episode's start (``return_by_team_size``), plus ``win_rate``,
     ``draw_rate`` and ``loss_rate`` for envs that report episode outcomes (StarCraft: a time-out
     is a draw, see ``OUTCOMES``). ``eps`` and ``sample_strategies`` act as training does instead
     (epsilon-greedy players, sampled strategies), to tell the two behaviours apart."""
@@ -188,6 +189,8 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     outcomes: dict[int, str] = {}  # episode -> its OUTCOMES flag, for envs that report them (StarCraft)
     episode_of_env = np.arange(n_envs)  # k = i + j * n_envs
     obs_np = env.reset()
+    start_size = obs_np["agent_present"].sum(axis=1)
+    sizes: dict[int, int] = {}  # episode -> present agents at its start
     while len(returns) < episodes:
         # Envs already past their last requested episode keep stepping (lockstep batch), but
         # their decisions must not count towards the frequency of the evaluated episodes.
@@ -197,15 +200,19 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
         for e in ended:
             if episode_of_env[e] < episodes:
                 returns[int(episode_of_env[e])] = float(info["episode_return"][e])
+                sizes[int(episode_of_env[e])] = int(start_size[e])
                 if reports_outcomes(info):
                     outcomes[int(episode_of_env[e])] = episode_outcomes(info, [e])[0]
             episode_of_env[e] += n_envs
+        start_size[ended] = obs_np["agent_present"][ended].sum(axis=1)
         team.end_episodes(ended)
     values = np.array([returns[k] for k in range(episodes)])
     result = {
         "return": float(values.mean()),
         "return_se": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
         "comm_frequency": team.comm_frequency,
+        "return_by_team_size": {n: float(values[[sizes[k] == n for k in range(episodes)]].mean())
+                                for n in sorted(set(sizes.values()))},
     }
     if reports_outcomes(info):
         for key, rate in OUTCOMES.items():

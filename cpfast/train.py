@@ -1,7 +1,8 @@
 """Train COPA or a baseline (docs/method.md §9).
 
     python -m cpfast.train                              # COPA, paper settings (5M steps)
-    python -m cpfast.train --preset quick --seed 1      # small networks, 300k steps
+    python -m cpfast.train --preset quick --seed 1      # small networks, 400k steps (~12 min on 2 cores)
+    python -m cpfast.train --preset fast                # the same networks, 1.1M steps, linear epsilon
     python -m cpfast.train --run-dir runs/x --resume    # continue a killed run
     python -m cpfast.train --env sc2_3-8sz              # StarCraft micro-sim, starcraft preset (12M steps)
 """
@@ -33,7 +34,7 @@ from .rollout import Actor, epsilon, evaluate, to_tensors
 LOG_FIELDS = ("iteration", "env_steps", "updates", "epsilon", "train_return", "loss", "td_loss", "vi_loss", "entropy",
               "wall_seconds", "env_steps_per_s")
 EVAL_FIELDS = ("iteration", "env_steps", "updates", "wall_seconds", "composition", "beta", "episodes", "return",
-               "return_se", "comm_frequency") + tuple(OUTCOMES.values())
+               "return_se", "comm_frequency") + tuple(OUTCOMES.values()) + ("return_by_team_size",)
 SHORT_RUN_HINT = "for a short first run use --preset quick (~12 min on 2 cores)"
 
 
@@ -214,10 +215,14 @@ class Trainer:
                             writer.add_scalar(f"train/{key}", value, self.counter)
                 if self.iteration % self.eval_every == 0 or self.iteration == self.n_iters:
                     evaluation = self.evaluate()
-                    eval_log.write({k: evaluation.get(k, "") for k in EVAL_FIELDS})
+                    by_size = evaluation.get("return_by_team_size", {})
+                    eval_log.write({k: evaluation.get(k, "") for k in EVAL_FIELDS}
+                                   | {"return_by_team_size": " ".join(f"{n}:{r:.3f}" for n, r in by_size.items())})
                     for key in ("return", "comm_frequency", *OUTCOMES.values()):
                         if evaluation.get(key, "") not in ("", None) and evaluation[key] == evaluation[key]:
                             writer.add_scalar(f"eval/{key}", evaluation[key], self.counter)
+                    for size, value in by_size.items():
+                        writer.add_scalar(f"eval/return_team_of_{size}", value, self.counter)
                 if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == last:
                     self.save()
                 bar.update(self.counter - bar.n)

@@ -318,3 +318,16 @@ def test_sigint_stops_at_an_iteration_with_a_checkpoint_and_one_line(tmp_path):
     stopped = checkpoint.load(run_dir / "checkpoint_latest.pt")
     assert stopped["iteration"] >= 2
     assert int(read_rows(run_dir / "progress.csv")[-1]["iteration"]) == stopped["iteration"]
+
+
+def test_periodic_evaluations_are_logged_with_returns_per_team_size(tmp_path):
+    cfg = tiny(total_steps=4 * 145 * 2, eval_every=2, eval_episodes=150)  # 50 envs x 3 rounds: sizes 2, 3, 4
+    summary = Trainer(cfg, tmp_path / "run").run(progress=False)
+    rows = read_rows(tmp_path / "run" / "evals.csv")
+    assert [int(r["iteration"]) for r in rows] == [2, 4]
+    by_size = dict(item.split(":") for item in rows[-1]["return_by_team_size"].split())
+    assert set(by_size) == {"2", "3", "4"}  # `train` rotates team sizes 2, 3, 4
+    evaluation = summary["evaluation"]
+    assert evaluation["return"] == pytest.approx(float(rows[-1]["return"]))
+    assert np.mean(list(evaluation["return_by_team_size"].values())) == pytest.approx(evaluation["return"])
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["evaluation"]["return"] == evaluation["return"]

@@ -37,7 +37,7 @@ import numpy as np
 from .config import make_config, parse_overrides, to_dict
 from .envs import make_env
 from .sweep import INSTALL_HINT, parse_seeds, sweep_from_file
-from .train import Trainer, resume_trainer
+from .train import Trainer, planned_iterations, resume_trainer
 
 SPACE_KINDS = ("choice", "uniform", "loguniform", "randint")
 KNOWN = {"env", "method", "preset", "seeds", "set", "space", "num_samples", "evaluations", "grace", "threads_per_trial",
@@ -87,7 +87,7 @@ def trial(params: dict, setup: dict) -> None:
 
 
 def _iterations(cfg) -> int:
-    return max(1, cfg.total_steps // make_env(cfg.env, num_envs=1, num_threads=1).spec.episode_limit // cfg.n_envs)
+    return planned_iterations(cfg, make_env(cfg.env, num_envs=1, num_threads=1).spec.episode_limit)
 
 
 def _last_eval(trainer: Trainer) -> float:

@@ -31,7 +31,7 @@ from pathlib import Path
 from .config import METHODS, PRESETS, default_preset, make_config, parse_overrides, to_dict
 from .envs import make_env
 from .evaluate import BETAS, evaluate_runs, write_csv
-from .train import MACHINE_FIELDS, Trainer, resume_trainer
+from .train import MACHINE_FIELDS, Trainer, planned_iterations, resume_trainer
 
 INSTALL_HINT = "the sweep tool needs Ray: pip install 'cpfast[sweep]' (or pip install '.[sweep]' in a clone)"
 STATUS_FILES = ("summary.json", "eval.csv", "error.txt")
@@ -234,7 +234,7 @@ def _slots(ray, threads: int) -> int:
 def _planned_steps(cell: Cell, threads: int) -> int:
     cfg = cell.config(threads, "cpu")
     limit = make_env(cfg.env, num_envs=1, num_threads=1).spec.episode_limit
-    return max(1, cfg.total_steps // limit // cfg.n_envs) * limit * cfg.n_envs
+    return planned_iterations(cfg, limit) * limit * cfg.n_envs
 
 
 # ---------------------------------------------------------------------- command line

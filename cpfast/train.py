@@ -47,6 +47,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def planned_iterations(cfg: Config, episode_limit: int) -> int:
+    """The episode-iterations a run of ``cfg`` trains: ``total_steps`` rounded down to whole
+    iterations of ``n_envs`` x ``episode_limit`` steps (at least one)."""
+    return max(1, cfg.total_steps // episode_limit // cfg.n_envs)
+
+
 class TrainingStopped(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped a run at an iteration boundary, after writing its checkpoint."""
 
@@ -95,7 +101,7 @@ class Trainer:
         self.rollout_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)
         self.actor = Actor(self.learner.online, cfg, cfg.n_envs, self.device, self.rollout_generator)
-        self.n_iters = max(1, cfg.total_steps // self.spec.episode_limit // cfg.n_envs)
+        self.n_iters = planned_iterations(cfg, self.spec.episode_limit)
         self.steps_per_iteration = self.spec.episode_limit * cfg.n_envs
         self.eval_every = cfg.eval_every or max(1, self.n_iters // 5)
         self.wall_seconds = 0.0  # training time over all sessions of this run (resumes add to it)

@@ -84,7 +84,8 @@ def grid(envs, methods, seeds, presets, fixed: dict, axes: dict[str, list], vari
         preset_name = preset_name or default_preset(env)
         if preset_name not in PRESETS:
             raise ValueError(f"unknown preset {preset_name!r}; expected one of {', '.join(PRESETS)}")
-        for method, seed in itertools.product(methods, seeds):
+        # Seed-major: a sweep stopped part-way has compared every method on the same seeds.
+        for seed, method in itertools.product(seeds, methods):
             cell = Cell(env, method, seed, preset_name, tuple(sorted(overrides.items())))
             cell.config(1, "cpu")  # bad overrides fail here, before anything runs
             cells.append(cell)

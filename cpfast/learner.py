@@ -72,6 +72,16 @@ def slot_range(slots: dict, start: int = 0, stop: int | None = None) -> dict:
     return {k: v if k == "start_state" else v[:, start:stop] for k, v in slots.items()}
 
 
+def held_strategies(z: torch.Tensor, present: torch.Tensor, z_next: torch.Tensor | None = None) -> torch.Tensor:
+    """The strategies [B, S, N_A, dz] the players hold over the slots of ``present`` [B, S, N_A]
+    when the coach decided ``z`` [B, N_A, dz] at slot 0: a player holds z until it leaves, and a
+    slot that joins later holds none (0) until the next decision, as acting restarts a joiner.
+    With ``z_next``, the last slot is the next decision point and holds ``z_next``."""
+    held = present if z_next is None else present[:, :-1]
+    strategies = z.unsqueeze(1) * torch.cumprod(held, dim=1).unsqueeze(-1)
+    return strategies if z_next is None else torch.cat([strategies, z_next.unsqueeze(1)], dim=1)
+
+
 def greedy_max(q: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     """max over available actions; 0 where nothing is available (padding slots)."""
     best = q.masked_fill(~avail, float("-inf")).max(dim=-1).values
@@ -123,17 +133,24 @@ class Learner:
     def td_targets(self, s: dict) -> torch.Tensor:
         """y_t = r_t + gamma (1 - d_t) Q^-_{t+1}, t = 0..T-1, from target samples (no double-Q)."""
         net, period = self.target, s["reward"].shape[1] - 1
-        h = net.player.features(s["entities"], s["attributes"], s["present"], s["prev_actions"], s["player_mask"])
         strategy, embedding = None, None
         if net.coach is not None:
             embedding = net.coach.encode(s["entities"], s["attributes"], s["present"], s["entity_present"])
             z = self._sample_strategy(net.coach, embedding[:, [0, period]])[0]  # z_0^-, z_T^-
-            strategy = torch.cat([z[:, :1].expand(-1, period, -1, -1), z[:, 1:]], dim=1)
-        q = net.player.q_sequence(h, self._start_state(s), strategy, s["present"], first=1)
+            strategy = held_strategies(z[:, 0], s["present"], z_next=z[:, 1])
+        q = self.replay_q(net, s, strategy, first=1)
         # Only Q^-_1..Q^-_T are targets: slot 0 feeds the memory and z_0^- but is never mixed.
         later = slot_range(s, 1)
         q_total = net.mix(later, greedy_max(q, later["avail"]), None if embedding is None else embedding[:, 1:])
         return s["reward"][:, :period] + self.cfg.gamma * (1 - s["done"][:, :period]) * q_total
+
+    def replay_q(self, net: Networks, slots: dict, strategy: torch.Tensor | None, first: int = 0) -> torch.Tensor:
+        """Q values [B, S - first, N_A, n_act] of ``net``'s players replaying ``slots`` (prepared,
+        time-major) with the held ``strategy`` [B, S, N_A, dz] (``held_strategies``; None without
+        a coach), from the segment's start memory; slots before ``first`` only feed the memory."""
+        h = net.player.features(slots["entities"], slots["attributes"], slots["present"], slots["prev_actions"],
+                                slots["player_mask"])
+        return net.player.q_sequence(h, self._start_state(slots), strategy, slots["present"], first=first)
 
     # ------------------------------------------------------------------ losses
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -142,15 +159,14 @@ class Learner:
         y = self.td_targets(s)
         o = slot_range(s, 0, period)  # online pass: slots 0..T-1
         net = self.online
-        h = net.player.features(o["entities"], o["attributes"], o["present"], o["prev_actions"], o["player_mask"])
         strategy = embedding = None
         out = {}
         if net.coach is not None:
             embedding = net.coach.encode(o["entities"], o["attributes"], o["present"], o["entity_present"])
             z0, _, logvar0 = self._sample_strategy(net.coach, embedding[:, 0])
-            strategy = z0.unsqueeze(1).expand(-1, period, -1, -1)
+            strategy = held_strategies(z0, o["present"])
         start = self._start_state(s)
-        q = net.player.q_sequence(h, start, strategy, o["present"])
+        q = self.replay_q(net, o, strategy)
         q_taken = q.gather(-1, o["actions"].unsqueeze(-1)).squeeze(-1)
         q_total = net.mix(o, q_taken, embedding)
         valid = o["valid"]

@@ -24,7 +24,7 @@ from .envs.render import record_episode_gif
 from .episodes import OUTCOMES, run_episodes
 from .evaluate import load_run
 from .policies import RandomPolicy, make_policy, policy_names
-from .rollout import GreedyTeam, evaluate
+from .rollout import Team, evaluate
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,7 +91,7 @@ def play_trained(args) -> dict:
     if args.gif:
         env = make_env(cfg.env, num_envs=1, seed=args.seed, composition=args.composition, num_threads=1)
         title = f"{cfg.env} / {args.composition}: {cfg.method} seed {cfg.seed}" + (f", beta {args.beta:g}" if cfg.uses_coach else "")
-        path = record_episode_gif(env, GreedyTeam(nets, cfg, 1, "cpu", args.beta), args.gif,
+        path = record_episode_gif(env, Team(nets, cfg, 1, "cpu", beta=args.beta), args.gif,
                                   max_frames=args.gif_frames, title=title)
         print(f"  wrote {path}")
     return result

@@ -4,6 +4,7 @@ coach strategies every T steps, and evaluation with adaptive communication."""
 from __future__ import annotations
 
 import math
+import typing
 
 import numpy as np
 import torch
@@ -40,44 +41,83 @@ def epsilon(iteration: int, n_iters: int, cfg: Config, transitions: int = 0) -> 
     return max(cfg.eps_end, cfg.eps_start * math.exp(-iteration * math.log(cfg.eps_start / cfg.eps_end) / n_iters))
 
 
-class Actor:
-    """Acting state of a batch of envs: player memory, previous actions, held strategies."""
+class Step(typing.NamedTuple):
+    """What one acting step did: the actions, the mask the players used, their Q values, and the
+    memory and previous actions they acted from (what a recurrent learner replays)."""
+    actions: torch.Tensor
+    mask: torch.Tensor
+    q: torch.Tensor
+    state: torch.Tensor
+    prev_actions: torch.Tensor
 
-    def __init__(self, nets: Networks, cfg: Config, n_envs: int, device, generator: torch.Generator):
-        self.nets, self.cfg, self.device, self.generator = nets, cfg, device, generator
+
+class Team:
+    """The one acting loop of training and evaluation (docs/method.md §3, §9, §13) over a batch
+    of envs: every T steps of an env's episode the coach decides, and each present player acts
+    epsilon-greedily on its own view and its held strategy.
+
+    ``beta=None`` (training) sends the decision's strategy to every present player; a number
+    (evaluation) sends it only to a player that has none yet or whose strategy moved by more
+    than ``beta`` (adaptive communication). ``sample_strategies`` sends samples of the coach's
+    distribution (training) instead of its means (evaluation). A join or a leave restarts that
+    slot's memory, previous action and held strategy (the learner replays the same, see
+    ``Learner.online_q``); ``end_episodes`` restarts whole envs, which auto-reset."""
+
+    def __init__(self, nets: Networks, cfg: Config, n_envs: int, device, generator: torch.Generator | None = None,
+                 *, beta: float | None = 0.0, eps: float = 0.0, sample_strategies: bool = False, seed: int | None = None):
+        self.nets, self.cfg, self.device = nets, cfg, device
+        self.beta, self.eps, self.sample = beta, eps, sample_strategies
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(cfg.eval_seed if seed is None else seed)
+        self.generator = generator
         spec = nets.player.spec
-        self.n_agents, self.n_actions = spec.max_agents, spec.n_actions
+        self.n_agents = spec.max_agents
         self.state = torch.zeros(n_envs, self.n_agents, cfg.hidden_dim, device=device)
         self.prev_actions = torch.zeros(n_envs, self.n_agents, dtype=torch.long, device=device)
         self.strategy = torch.zeros(n_envs, self.n_agents, cfg.hidden_dim, device=device) if cfg.uses_coach else None
+        self.received = torch.zeros(n_envs, self.n_agents, dtype=torch.bool, device=device)
+        # The slots present at the last step, to see joins and leaves (none at an episode's start:
+        # its first step then "joins" every present slot, which resets what is already reset).
+        self.present = torch.zeros(n_envs, self.n_agents, dtype=torch.bool, device=device)
+        self.t = np.zeros(n_envs, dtype=np.int64)  # each env's episode step
+        self.sends = self.decisions = 0
 
+    # ------------------------------------------------------------------ episode bookkeeping
     def reset(self, envs=None) -> None:
-        """Zeroes memory, previous action and held strategy of whole envs (a new episode)."""
-        index = slice(None) if envs is None else torch.as_tensor(envs, device=self.device)
-        self.state[index] = 0
-        self.prev_actions[index] = 0
+        """Envs ``envs`` (default all) start a new episode."""
+        index = slice(None) if envs is None else torch.as_tensor(envs, device=self.device, dtype=torch.long)
+        for field in (self.state, self.prev_actions, self.strategy, self.received, self.present):
+            if field is not None:
+                field[index] = 0
+        self.t[slice(None) if envs is None else np.asarray(envs, dtype=np.int64)] = 0
+
+    def end_episodes(self, ended: np.ndarray) -> None:
+        """Envs ``ended`` ended their episode in the last step (and auto-reset)."""
+        if len(ended):
+            self.reset(ended)
+
+    def _restart_slots(self, changed: torch.Tensor) -> None:
+        self.state[changed] = 0
+        self.prev_actions[changed] = 0
         if self.strategy is not None:
-            self.strategy[index] = 0
+            self.strategy[changed] = 0
+        self.received &= ~changed
 
     def state_dict(self) -> dict:
-        """Memory, previous actions and held strategies (on the CPU): mid-episode acting state."""
-        state = {"state": self.state.cpu(), "prev_actions": self.prev_actions.cpu()}
+        """Mid-episode acting state (on the CPU)."""
+        state = {"state": self.state.cpu(), "prev_actions": self.prev_actions.cpu(), "received": self.received.cpu(),
+                 "present": self.present.cpu(), "t": torch.tensor(self.t)}
         if self.strategy is not None:
             state["strategy"] = self.strategy.cpu()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        ours = {"state": self.state, "prev_actions": self.prev_actions,
+        ours = {"state": self.state, "prev_actions": self.prev_actions, "received": self.received,
+                "present": self.present, "t": self.t,
                 **({"strategy": self.strategy} if self.strategy is not None else {})}
-        restore_fields("actor", ours, state)
+        restore_fields("acting", ours, state)
 
-    def reset_slots(self, changed: torch.Tensor) -> None:
-        """A join or leave: that slot's memory, previous action and held strategy restart."""
-        self.state[changed] = 0
-        self.prev_actions[changed] = 0
-        if self.strategy is not None:
-            self.strategy[changed] = 0
-
+    # ------------------------------------------------------------------ acting
     def player_mask(self, obs: dict, t: np.ndarray) -> torch.Tensor:
         """The view players act on (docs/method.md §16); ``t`` is each env's episode step."""
         method = self.cfg.method
@@ -88,82 +128,55 @@ class Actor:
             return torch.where(full_view, full_mask(obs["present"], obs["entity_present"]), obs["obs_mask"])
         return obs["obs_mask"]
 
-    def coach_strategy(self, obs: dict, sample: bool):
-        mean, logvar = self.nets.coach.strategy(
-            self.nets.coach.encode(obs["entities"], obs["attributes"], obs["present"], obs["entity_present"]))
-        return self.nets.coach.sample(mean, logvar, self.generator) if sample else mean
+    def _decide(self, obs: dict, counting: np.ndarray | None) -> None:
+        deciding = self.t % self.cfg.period == 0
+        if counting is not None:
+            deciding = deciding & counting
+        if not deciding.any():
+            return
+        coach = self.nets.coach
+        mean, logvar = coach.strategy(coach.encode(obs["entities"], obs["attributes"], obs["present"],
+                                                   obs["entity_present"]))
+        fresh = coach.sample(mean, logvar, self.generator) if self.sample else mean
+        sending = obs["present"].bool() & torch.as_tensor(deciding, device=self.device)[:, None]
+        send = sending
+        if self.beta is not None:
+            send = sending & (~self.received | ((fresh - self.strategy).norm(dim=-1) > self.beta))
+        self.strategy[send] = fresh[send]
+        self.received |= send
+        self.sends += int(send.sum())
+        self.decisions += int(sending.sum())
 
-    def act(self, obs: dict, mask: torch.Tensor, eps: float) -> torch.Tensor:
-        """Epsilon-greedy over available actions; absent slots take the no-op."""
+    @torch.no_grad()
+    def act(self, obs: dict, counting: np.ndarray | None = None) -> Step:
+        """One step of every env from ``obs`` (``to_tensors``); ``counting`` marks the envs whose
+        decisions count towards the communication frequency (default all)."""
+        present = obs["present"].bool()
+        changed = present != self.present
+        if changed.any():
+            self._restart_slots(changed)
+        self.present = present
+        if self.strategy is not None:
+            self._decide(obs, counting)
+        mask = self.player_mask(obs, self.t)
+        state, prev_actions = self.state, self.prev_actions
         player = self.nets.player
-        h = player.features(obs["entities"], obs["attributes"], obs["present"], self.prev_actions, mask)
-        q, self.state = player.q_values(h, self.state, self.strategy, obs["present"])
+        h = player.features(obs["entities"], obs["attributes"], obs["present"], prev_actions, mask)
+        q, self.state = player.q_values(h, state, self.strategy, obs["present"])
         avail = obs["avail"]
         greedy = q.masked_fill(~avail, float("-inf")).argmax(dim=-1)
-        if eps > 0:
+        if self.eps > 0:
             keys = torch.rand(avail.shape, generator=self.generator, device=self.device) * avail
-            explore = torch.rand(greedy.shape, generator=self.generator, device=self.device) < eps
+            explore = torch.rand(greedy.shape, generator=self.generator, device=self.device) < self.eps
             greedy = torch.where(explore, keys.argmax(dim=-1), greedy)
         actions = greedy * obs["present"].long()
         self.prev_actions = actions
-        return actions
-
-
-class GreedyTeam:
-    """A trained team as a policy ``obs -> actions`` over a batch of envs, acting as evaluation
-    does (docs/method.md §13): greedy players; every T steps the coach's mean strategy, sent to a
-    player only when it is new to that slot or moved by more than ``beta`` (adaptive
-    communication). A join or a leave restarts that slot's memory and held strategy; call
-    ``end_episodes`` with the envs whose episode ended in the last step (they auto-reset).
-    ``eps`` and ``sample_strategies`` act as training does instead, for diagnosis."""
-
-    def __init__(self, nets: Networks, cfg: Config, n_envs: int, device, beta: float = 0.0, eps: float = 0.0,
-                 sample_strategies: bool = False, seed: int | None = None):
-        self.cfg, self.device, self.beta, self.eps, self.sample = cfg, device, beta, eps, sample_strategies
-        generator = torch.Generator(device=device).manual_seed(cfg.eval_seed if seed is None else seed)
-        self.actor = Actor(nets, cfg, n_envs, device, generator)
-        self.received = torch.zeros(n_envs, nets.player.spec.max_agents, dtype=torch.bool, device=device)
-        self.t = np.zeros(n_envs, dtype=np.int64)
-        self.present = None  # the slots present at the last call, to see joins and leaves
-        self.sends = self.decisions = 0
-
-    @torch.no_grad()
-    def __call__(self, obs_np: dict, counting: np.ndarray | None = None) -> np.ndarray:
-        """Actions for ``obs_np``; ``counting`` marks the envs whose decisions count towards the
-        communication frequency (default all)."""
-        cfg, actor, device = self.cfg, self.actor, self.device
-        obs = to_tensors(obs_np, device)
-        present = obs["present"].bool()
-        if self.present is not None:
-            changed = present != self.present
-            if changed.any():
-                actor.reset_slots(changed)
-                self.received &= ~changed
-        self.present = present
-        if cfg.uses_coach:
-            deciding = self.t % cfg.period == 0
-            if counting is not None:
-                deciding &= counting
-            deciding = torch.as_tensor(deciding, device=device)
-            if deciding.any():
-                mean = actor.coach_strategy(obs, sample=self.sample)
-                sending = present & deciding[:, None]
-                changed = (mean - actor.strategy).norm(dim=-1) > self.beta
-                send = sending & (~self.received | changed)
-                actor.strategy[send] = mean[send]
-                self.received |= send
-                self.sends += int(send.sum())
-                self.decisions += int(sending.sum())
-        actions = actor.act(obs, actor.player_mask(obs, self.t), eps=self.eps)
         self.t += 1
-        return actions.cpu().numpy()
+        return Step(actions, mask, q, state, prev_actions)
 
-    def end_episodes(self, ended: np.ndarray) -> None:
-        """Envs ``ended`` start a new episode: memory, held strategies and step counters restart."""
-        if len(ended):  # a slot that differs across the boundary is then reset again: a no-op
-            self.actor.reset(ended)
-            self.received[torch.as_tensor(ended, device=self.device, dtype=torch.long)] = False
-            self.t[ended] = 0
+    def __call__(self, obs_np: dict, counting: np.ndarray | None = None) -> np.ndarray:
+        """The team as a policy ``obs -> actions`` (numpy in, numpy out)."""
+        return self.act(to_tensors(obs_np, self.device), counting).actions.cpu().numpy()
 
     @property
     def comm_frequency(self) -> float:
@@ -174,7 +187,7 @@ class GreedyTeam:
 def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episodes: int, device,
              n_envs: int | None = None, eps: float = 0.0, sample_strategies: bool = False) -> dict[str, float]:
     """Greedy players and mean strategies gated by the adaptive rule with threshold ``beta``
-    (``GreedyTeam``). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
+    (``Team``). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
     states for every method and trained seed). Returns the mean team return, its standard
     error, the communication frequency (sends / decision points) and the mean return per team
     size at the episode's start (``return_by_team_size``), plus ``win_rate``,
@@ -184,7 +197,7 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     n_envs = n_envs or min(episodes, 50)
     env = make_env(cfg.env, num_envs=n_envs, seed=0, composition=composition, eval_seed=cfg.eval_seed,
                    num_threads=cfg.num_threads or None)
-    team = GreedyTeam(nets, cfg, n_envs, device, beta, eps, sample_strategies)
+    team = Team(nets, cfg, n_envs, device, beta=beta, eps=eps, sample_strategies=sample_strategies)
     returns: dict[int, float] = {}
     outcomes: dict[int, str] = {}  # episode -> its OUTCOMES flag, for envs that report them (StarCraft)
     episode_of_env = np.arange(n_envs)  # k = i + j * n_envs

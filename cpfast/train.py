@@ -29,7 +29,7 @@ from .envs import REGISTRY, make_env
 from .episodes import OUTCOMES
 from .learner import Learner
 from .replay import SegmentBuffer, SegmentWindows
-from .rollout import Actor, epsilon, evaluate, to_tensors
+from .rollout import Team, epsilon, evaluate, to_tensors
 
 LOG_FIELDS = ("iteration", "env_steps", "updates", "epsilon", "train_return", "loss", "td_loss", "vi_loss", "entropy",
               "wall_seconds", "env_steps_per_s")
@@ -100,7 +100,8 @@ class Trainer:
                                       state_dim)
         self.rollout_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)
-        self.actor = Actor(self.learner.online, cfg, cfg.n_envs, self.device, self.rollout_generator)
+        self.team = Team(self.learner.online, cfg, cfg.n_envs, self.device, self.rollout_generator, beta=None,
+                         sample_strategies=True)
         self.n_iters = planned_iterations(cfg, self.spec.episode_limit)
         self.steps_per_iteration = self.spec.episode_limit * cfg.n_envs
         self.eval_every = cfg.eval_every or max(1, self.n_iters // 5)
@@ -121,7 +122,7 @@ class Trainer:
             # up with episode-iterations): the envs, the cut of their segments and the players'
             # memory are all saved, and a resumed run continues bit-exactly.
             "env_states": [self.env.get_state(i) for i in range(self.env.num_envs)],
-            "windows": self.windows.state_dict(), "actor": self.actor.state_dict(),
+            "windows": self.windows.state_dict(), "team": self.team.state_dict(),
             "metrics": {k: float(v) for k, v in self.metrics.items()},
             "rollout_generator": self.rollout_generator.get_state(), "sample_generator": self.sample_generator.get_state(),
             "iteration": self.iteration, "counter": self.counter, "last_update": self.last_update,
@@ -151,7 +152,7 @@ class Trainer:
         # exact only when they were taken at episode boundaries (Resource Collection, Rescue).
         if "windows" in payload:
             self.windows.load_state_dict(payload["windows"])
-            self.actor.load_state_dict(payload["actor"])
+            self.team.load_state_dict(payload["team"])
             self.metrics = dict(payload["metrics"])
         self.rollout_generator.set_state(payload["rollout_generator"])
         self.sample_generator.set_state(payload["sample_generator"])
@@ -270,46 +271,37 @@ class Trainer:
         Fixed-length episodes (Resource Collection) make this one episode of every env in
         lockstep. Envs whose episodes end early (StarCraft) auto-reset on their own: each env
         keeps its own episode step, coach phase and player memory (docs/method.md §9)."""
-        cfg, env, actor = self.cfg, self.env, self.actor
+        cfg, env, team = self.cfg, self.env, self.team
         if not self.windows.t.any():
-            actor.reset()
+            team.reset()
+        team.eps = eps
         metrics = {}
         recurrent = cfg.player_memory == "recurrent"
         for _ in range(self.spec.episode_limit):
             self.counter += cfg.n_envs
             obs_np = {k: v.copy() for k, v in self.obs.items()}
-            obs = to_tensors(obs_np, self.device)
-            steps = self.windows.t.copy()  # each env's episode step
-            with torch.no_grad():
-                deciding = steps % cfg.period == 0
-                if cfg.uses_coach and deciding.all():
-                    actor.strategy = actor.coach_strategy(obs, sample=True)
-                elif cfg.uses_coach and deciding.any():
-                    fresh = actor.coach_strategy(obs, sample=True)
-                    index = torch.as_tensor(np.flatnonzero(deciding), device=self.device)
-                    actor.strategy[index] = fresh[index]
-                mask = actor.player_mask(obs, steps)
-                behaviour = (actor.state.cpu().numpy(), actor.prev_actions.cpu().numpy()) if recurrent else (None, None)
-                actions = actor.act(obs, mask, eps).cpu().numpy()
+            step = team.act(to_tensors(obs_np, self.device))
+            actions = step.actions.cpu().numpy()
+            behaviour = (step.state.cpu().numpy(), step.prev_actions.cpu().numpy()) if recurrent else (None, None)
             self.obs, reward, terminated, truncated, info = env.step(actions)
-            final_mask = self._final_player_mask(info["final"], steps + 1) if cfg.segment_tail == "pad" else None
-            segments = self.windows.append(obs_np, mask.to(torch.uint8).cpu().numpy(), actions, reward, terminated,
+            final_mask = self._final_player_mask(info["final"]) if cfg.segment_tail == "pad" else None
+            segments = self.windows.append(obs_np, step.mask.to(torch.uint8).cpu().numpy(), actions, reward, terminated,
                                            truncated, info["final"], final_mask, *behaviour)
             if segments:
                 self.buffer.push(segments)
             ended = np.flatnonzero(terminated | truncated)
             self.recent_returns.extend(info["episode_return"][ended].tolist())
-            if len(ended):
-                actor.reset(ended)
+            team.end_episodes(ended)
             if self.counter - self.last_update >= cfg.update_every:
                 self.last_update = self.counter
                 if len(self.buffer) >= self.batch_size:
                     metrics = self.learner.update(self.buffer.sample(self.batch_size, self.sample_generator))
         return metrics
 
-    def _final_player_mask(self, final_obs: dict, steps: np.ndarray) -> np.ndarray:
+    def _final_player_mask(self, final_obs: dict) -> np.ndarray:
+        """The mask players would act on in an episode's last observation (after the step)."""
         obs = to_tensors(final_obs, self.device)
-        return self.actor.player_mask(obs, steps).to(torch.uint8).cpu().numpy()
+        return self.team.player_mask(obs, self.team.t).to(torch.uint8).cpu().numpy()
 
     def _log_row(self, eps: float, metrics: dict, start: float, start_counter: int) -> dict:
         elapsed = time.perf_counter() - start

@@ -348,8 +348,10 @@ def test_td_targets_bootstrap_from_target_networks(method, deterministic_strateg
             emb = net.coach.encode(s["entities"], s["attributes"], s["present"], s["entity_present"])  # every slot
             mean, logvar = net.coach.strategy(emb)
             z = mean + torch.exp(0.5 * logvar) * 0.7  # the patched (layout-free) sampler
-            strategy = torch.stack([z[:, 0]] * T + [z[:, T]], dim=1)
-        q = net.player.q_sequence(h, torch.zeros(B, SPEC.max_agents, 16), strategy)
+            # a player holds z_0 until it leaves; a slot that joins later holds none until slot T
+            held = torch.cumprod(s["present"][:, :T], dim=1).unsqueeze(-1)
+            strategy = torch.cat([z[:, :1] * held, z[:, T:]], dim=1)
+        q = net.player.q_sequence(h, torch.zeros(B, SPEC.max_agents, 16), strategy, s["present"])
         q_max = torch.where(s["avail"].any(-1), q.masked_fill(~s["avail"], -torch.inf).max(-1).values, 0.0)
         if method == "copa":
             q_tot = net.mixer(emb, q_max, s["present"])

@@ -64,7 +64,7 @@ def test_starcraft_resume_mid_episode_gives_the_identical_run(tmp_path, method):
     straight, killed, resumed = straight_killed_resumed(cfg, tmp_path, stop_at=1)
     assert resumed.iteration == 1 and killed.windows.t.any()  # episodes under way at the checkpoint
     np.testing.assert_array_equal(resumed.windows.t, killed.windows.t)
-    held, restored = killed.actor.state_dict(), resumed.actor.state_dict()
+    held, restored = killed.team.state_dict(), resumed.team.state_dict()
     assert held.keys() == restored.keys() and ("strategy" in held) == (method == "copa")
     assert all(torch.equal(held[k], restored[k]) for k in held)
     resumed.run(progress=False)
@@ -115,12 +115,12 @@ def test_corrupt_and_mismatched_checkpoints_raise_clear_errors(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="method: checkpoint 'copa' vs run 'aqmix'"):
         other.restore(checkpoint.load(path))
     cut = checkpoint.load(path)  # acting state of another shape: named, and nothing of it copied
-    cut["actor"]["state"] = cut["actor"]["state"][:1] + 1.0
+    cut["team"]["state"] = cut["team"]["state"][:1] + 1.0
     fresh = Trainer(cfg, tmp_path / "fresh")
-    held = fresh.actor.state_dict()
-    with pytest.raises(checkpoint.CheckpointError, match="actor field 'state' has shape"):
+    held = fresh.team.state_dict()
+    with pytest.raises(checkpoint.CheckpointError, match="acting field 'state' has shape"):
         fresh.restore(cut)
-    assert all(torch.equal(v, fresh.actor.state_dict()[k]) for k, v in held.items())
+    assert all(torch.equal(v, fresh.team.state_dict()[k]) for k, v in held.items())
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
@@ -331,3 +331,58 @@ def test_periodic_evaluations_are_logged_with_returns_per_team_size(tmp_path):
     assert evaluation["return"] == pytest.approx(float(rows[-1]["return"]))
     assert np.mean(list(evaluation["return_by_team_size"].values())) == pytest.approx(evaluation["return"])
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["evaluation"]["return"] == evaluation["return"]
+
+
+@pytest.mark.parametrize("memory", ["reference", "recurrent"])
+def test_acting_and_the_learner_see_the_same_inputs_across_joins_and_leaves(memory):
+    """One acting loop (``Team``) and the learner's replay of what it stored must agree on every
+    player's Q values, a joiner's first step included (memory restarted, previous action 0, no
+    strategy until the next decision). In reference memory the learner starts each segment from
+    a zero memory and previous action 0 by design (docs/method.md §18a), which reaches slot 1
+    through the one-step memory: there slots 2.. are compared, in recurrent memory all."""
+    from cpfast.learner import Learner, held_strategies, prepare_batch, slot_range
+    from cpfast.replay import SegmentWindows
+    from cpfast.rollout import Team, to_tensors
+
+    cfg = tiny(composition="dynamic", player_memory=memory)
+    n_envs, state_dim = 2, cfg.hidden_dim if memory == "recurrent" else 0
+    env = cpfast.make_env("resource_collection", num_envs=n_envs, seed=3, composition="dynamic")
+    learner = Learner(env.spec, cfg, torch.device("cpu"), seed=0)
+    team = Team(learner.online, cfg, n_envs, "cpu", beta=None, eps=0.0, sample_strategies=False, seed=1)
+    windows = SegmentWindows(env.spec, n_envs, cfg.period, cfg.segment_tail, cfg.truncation_is_terminal, state_dim)
+    acted, segments = [], []
+    obs_np = env.reset()
+    for _ in range(env.spec.episode_limit):
+        obs_np = {k: v.copy() for k, v in obs_np.items()}
+        step = team.act(to_tensors(obs_np, "cpu"))
+        acted.append(step.q)
+        actions = step.actions.numpy()
+        next_obs, reward, terminated, truncated, info = env.step(actions)
+        behaviour = (step.state.numpy(), step.prev_actions.numpy()) if state_dim else (None, None)
+        cut = windows.append(obs_np, step.mask.to(torch.uint8).numpy(), actions, reward, terminated, truncated,
+                             info["final"], None, *behaviour)
+        # Resource Collection's envs run in lockstep: the windows cut now are every env's, in order,
+        # covering episode steps t - T .. t
+        t = len(acted) - 1
+        segments += [(e, t - cfg.period, {k: v[e] for k, v in cut.items()}) for e in range(len(cut.get("reward", [])))]
+        team.end_episodes(np.flatnonzero(terminated | truncated))
+        obs_np = next_obs
+
+    first = 0 if memory == "recurrent" else 2
+    joiners_checked = compared = 0
+    for e, t0, segment in segments:
+        s = prepare_batch({k: torch.as_tensor(v).unsqueeze(0) for k, v in segment.items()})
+        o = slot_range(s, 0, cfg.period)
+        coach = learner.online.coach
+        with torch.no_grad():
+            z0 = coach.strategy(coach.encode(o["entities"][:, 0], o["attributes"][:, 0], o["present"][:, 0],
+                                             o["entity_present"][:, 0]))[0]  # evaluation sends means
+            q = learner.replay_q(learner.online, o, held_strategies(z0, o["present"]))[0]
+        present = o["present"][0].bool()
+        for k in range(first, cfg.period):
+            q_acted = acted[t0 + k][e]
+            for i in np.flatnonzero(present[k].numpy()):
+                torch.testing.assert_close(q[k, i], q_acted[i], rtol=1e-5, atol=1e-5)
+                compared += 1
+                joiners_checked += int(k > 0 and not present[k - 1, i])
+    assert compared > 100 and joiners_checked >= 3

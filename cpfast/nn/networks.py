@@ -134,13 +134,19 @@ class Player(nn.Module):
         h [B, S, N_A, dh] from ``start_state`` [B, N_A, dh]; earlier steps only feed the memory.
 
         In ``reference`` memory the GRU's state input is the previous step's feature, so all
-        steps run in one batched call; ``recurrent`` memory loops over time."""
+        steps run in one batched call; ``recurrent`` memory loops over time. With ``present``
+        [B, S, N_A], a slot absent at the previous step starts from a zero memory, as acting
+        restarts a joining player."""
+        was_present = None if present is None else present[:, :-1].unsqueeze(-1)
         if self.memory == "reference":
-            states = torch.cat([start_state.unsqueeze(1), h[:, :-1]], dim=1)[:, first:]
+            previous = h[:, :-1] if was_present is None else h[:, :-1] * was_present
+            states = torch.cat([start_state.unsqueeze(1), previous], dim=1)[:, first:]
             later = lambda x: None if x is None else x[:, first:]  # noqa: E731
             return self.q_values(h[:, first:], states, later(strategy), later(present))[0]
         outputs, state = [], start_state
         for t in range(h.shape[1]):
+            if t > 0 and was_present is not None:
+                state = state * was_present[:, t - 1]
             q, state = self.q_values(h[:, t], state, None if strategy is None else strategy[:, t])
             outputs.append(q)
         return torch.stack(outputs[first:], dim=1)

@@ -137,20 +137,6 @@ def preset(name: str) -> Config:
     return dataclasses.replace(PRESETS[name])
 
 
-def make_config(env: str | None = None, preset_name: str | None = None, **overrides) -> Config:
-    """The configuration ``python -m cpfast.train`` runs, for use from Python: the preset
-    (default: the environment's own, else ``paper``), then the environment's registered
-    changes (e.g. Rescue's ``pad`` segment tails, docs/method.md §17), then ``overrides``.
-    A bare ``Config(env=...)`` skips the middle layer."""
-    from .envs.registry import REGISTRY
-
-    cfg = preset(preset_name or default_preset(env))
-    env = env or cfg.env
-    if env not in REGISTRY:
-        raise ValueError(f"unknown environment {env!r}; expected one of {', '.join(REGISTRY)}")
-    return cfg.replace(env=env, **REGISTRY[env].train_defaults).replace(**overrides)
-
-
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -198,5 +184,5 @@ def from_dict(values: dict) -> Config:
     return Config().replace(**values)
 
 
-__all__ = ["COACH_METHODS", "Config", "ENV_PRESETS", "METHODS", "PRESETS", "default_preset", "from_dict", "make_config",
+__all__ = ["COACH_METHODS", "Config", "ENV_PRESETS", "METHODS", "PRESETS", "default_preset", "from_dict",
            "parse_overrides", "parse_value", "preset", "to_dict"]

@@ -27,11 +27,11 @@ from tqdm import tqdm
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .config import Config, from_dict, parse_overrides
+from .devices import resolve_device
 from .envs import REGISTRY, make_env
-from .episodes import OUTCOMES
-from .learner import Networks
+from .envs.episodes import OUTCOMES
+from .nn import Networks
 from .rollout import evaluate
-from .train import resolve_device
 
 COMPOSITIONS = ("train", "n5", "n6", "dynamic")
 BETAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)

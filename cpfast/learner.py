@@ -14,32 +14,10 @@ import torch
 from torch import nn
 
 from .config import Config
-from .envs.spec import EnvSpec
-from .nn import BaselineMixer, Coach, CopaMixer, Player, VariationalPosterior, full_mask, set_kernels
+from .spec import EnvSpec
+from .nn import Coach, Networks, VariationalPosterior, full_mask, set_kernels
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-class Networks(nn.Module):
-    """Online (or target) networks of one method."""
-
-    def __init__(self, spec: EnvSpec, cfg: Config):
-        super().__init__()
-        dh = cfg.hidden_dim
-        strategy_dim = dh if cfg.uses_coach else 0
-        self.player = Player(spec, dh, cfg.n_heads, strategy_dim, cfg.player_memory)
-        if cfg.uses_coach:
-            self.coach = Coach(spec, dh, cfg.n_heads, dh)
-            self.mixer = CopaMixer(dh, cfg.mixer_hidden_dim, cfg.mixer_embed_dim)
-        else:
-            self.coach = None
-            self.mixer = BaselineMixer(spec, dh, cfg.n_heads, cfg.mixer_hidden_dim, cfg.mixer_embed_dim)
-        set_kernels(self, cfg.kernels)
-
-    def mix(self, slots: dict, agent_q: torch.Tensor, coach_embedding=None) -> torch.Tensor:
-        if self.coach is not None:
-            return self.mixer(coach_embedding, agent_q, slots["present"])
-        return self.mixer(slots["entities"], slots["attributes"], slots["present"], slots["entity_present"], agent_q)
 
 
 def prepare_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

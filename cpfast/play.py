@@ -21,7 +21,7 @@ import numpy as np
 from .checkpoint import CheckpointError
 from .envs import REGISTRY, make_env
 from .envs.render import record_episode_gif
-from .episodes import OUTCOMES, run_episodes
+from .envs.episodes import OUTCOMES, run_episodes
 from .evaluate import load_run
 from .policies import RandomPolicy, make_policy, policy_names
 from .rollout import Team, evaluate

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .envs.spec import EnvSpec
+from .spec import EnvSpec
 
 
 class RandomPolicy:

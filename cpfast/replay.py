@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .checkpoint import restore_fields
-from .envs.spec import EnvSpec
+from .spec import EnvSpec
 
 # Per-slot fields: name -> (per-slot shape from the spec, storage dtype).
 def slot_fields(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

@@ -12,9 +12,8 @@ import torch
 from .checkpoint import restore_fields
 from .config import Config
 from .envs import make_env
-from .episodes import OUTCOMES, episode_outcomes, reports_outcomes
-from .learner import Networks
-from .nn import full_mask
+from .envs.episodes import OUTCOMES, episode_outcomes, reports_outcomes
+from .nn import Networks, full_mask
 
 
 def to_tensors(obs: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:

@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import make_config, parse_overrides, to_dict
+from .config import parse_overrides, to_dict
 from .envs import make_env
+from .experiment import make_config
 from .sweep import INSTALL_HINT, parse_seeds, sweep_from_file
 from .train import Trainer, planned_iterations, resume_trainer
 

@@ -28,9 +28,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from .config import METHODS, PRESETS, default_preset, make_config, parse_overrides, to_dict
+from .config import METHODS, PRESETS, default_preset, parse_overrides, to_dict
 from .envs import make_env
 from .evaluate import BETAS, evaluate_runs, write_csv
+from .experiment import make_config
 from .train import MACHINE_FIELDS, Trainer, planned_iterations, resume_trainer
 
 INSTALL_HINT = "the sweep tool needs Ray: pip install 'cpfast[sweep]' (or pip install '.[sweep]' in a clone)"

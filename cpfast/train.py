@@ -24,9 +24,11 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import METHODS, PRESETS, Config, from_dict, make_config, parse_overrides, to_dict
+from .config import METHODS, PRESETS, Config, from_dict, parse_overrides, to_dict
+from .devices import resolve_device
 from .envs import REGISTRY, make_env
-from .episodes import OUTCOMES
+from .envs.episodes import OUTCOMES
+from .experiment import make_config
 from .learner import Learner
 from .replay import SegmentBuffer, SegmentWindows
 from .rollout import Team, epsilon, evaluate, to_tensors
@@ -36,15 +38,6 @@ LOG_FIELDS = ("iteration", "env_steps", "updates", "epsilon", "train_return", "l
 EVAL_FIELDS = ("iteration", "env_steps", "updates", "wall_seconds", "composition", "beta", "episodes", "return",
                "return_se", "comm_frequency") + tuple(OUTCOMES.values()) + ("return_by_team_size",)
 SHORT_RUN_HINT = "for a short first run use --preset quick (~12 min on 2 cores)"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
-    return device
 
 
 def planned_iterations(cfg: Config, episode_limit: int) -> int:

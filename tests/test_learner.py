@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import cpfast
-from cpfast.config import METHODS, make_config, preset
+from cpfast.config import METHODS, preset
+from cpfast.experiment import make_config
 from cpfast.learner import Learner, imagined_groups, prepare_batch
 from cpfast.nn import Coach
 from cpfast.policies import RandomPolicy

@@ -13,7 +13,7 @@ import pytest
 
 import cpfast
 from cpfast.config import preset
-from cpfast.episodes import run_episodes
+from cpfast.envs.episodes import run_episodes
 from cpfast.policies import RandomPolicy
 from cpfast.rollout import evaluate
 from cpfast.train import Trainer

@@ -9,8 +9,9 @@ from gymnasium import spaces
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 import cpfast
-from cpfast.envs import REGISTRY, CpfastParallelEnv
-from cpfast.episodes import OUTCOMES, episode_outcomes
+from cpfast.envs import REGISTRY
+from cpfast.envs.pettingzoo_adapter import CpfastParallelEnv
+from cpfast.envs.episodes import OUTCOMES, episode_outcomes
 
 EPISODE = 145  # Resource Collection episode_limit
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cpfast.envs.render import record_episode_gif
-from cpfast.episodes import run_episodes
+from cpfast.envs.episodes import run_episodes
 from cpfast.play import main as play_main
 from cpfast.policies import RandomPolicy, ScriptedResourcePolicy
 from conftest import make_rc

@@ -184,7 +184,7 @@ def test_episode_bookkeeping():
 
 def test_random_policy_matches_reference_reward_scale():
     """Reference: -4.38 +- 0.35 s.e. on the training mix; -9.84 / -4.17 / +1.04 per size."""
-    from cpfast.episodes import run_episodes
+    from cpfast.envs.episodes import run_episodes
 
     env = make_rc(num_envs=60, seed=2024, num_threads=2)
     result = run_episodes(env, RandomPolicy(env.spec, 2024), 1500)

@@ -6,7 +6,7 @@ import pytest
 from pettingzoo.test import parallel_api_test
 
 import cpfast
-from cpfast.envs import CpfastParallelEnv
+from cpfast.envs.pettingzoo_adapter import CpfastParallelEnv
 from cpfast.envs.tables import generate_rescue_zero_shot_table, rescue_zero_shot_table
 from cpfast.policies import GreedyRescuePolicy, RandomPolicy
 from conftest import copy_obs
@@ -208,7 +208,7 @@ def test_episode_bookkeeping_and_info_counters():
 
 def test_reference_policies_order():
     """Greedy clearly beats random (the spec's reference lines); both are deterministic."""
-    from cpfast.episodes import run_episodes
+    from cpfast.envs.episodes import run_episodes
 
     results = {}
     for name, factory in (("random", lambda spec: RandomPolicy(spec, 1)), ("greedy", GreedyRescuePolicy)):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cpfast
-from cpfast.episodes import episode_outcomes
+from cpfast.envs.episodes import episode_outcomes
 from cpfast.policies import RandomPolicy, ScriptedFocusFirePolicy
 from sc2_helpers import HP, MARAUDER, MARINE, MEDIVAC, SHIELD, STALKER, ZEALOT, make
 
@@ -362,7 +362,7 @@ def test_train_cli_runs_starcraft_end_to_end(tmp_path, capsys):
 def test_pettingzoo_parallel_api():
     from pettingzoo.test import parallel_api_test
 
-    from cpfast.envs import CpfastParallelEnv
+    from cpfast.envs.pettingzoo_adapter import CpfastParallelEnv
 
     parallel_api_test(CpfastParallelEnv("sc2_3-8MMM"), num_cycles=200)
 

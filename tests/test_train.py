@@ -192,7 +192,7 @@ def decision_counts(composition, eval_seed, episodes, n_envs, period):
 @pytest.mark.parametrize("composition", ["train", "dynamic"])
 def test_adaptive_communication_counts(composition):
     cfg = tiny(eval_seed=77)
-    nets = cpfast.learner.Networks(cpfast.make_env("resource_collection").spec, cfg)
+    nets = cpfast.nn.Networks(cpfast.make_env("resource_collection").spec, cfg)
     forced, points = decision_counts(composition, 77, episodes=4, n_envs=4, period=cfg.period)
     never = evaluate(nets, cfg, composition, beta=float("inf"), episodes=4, device="cpu", n_envs=4)
     always = evaluate(nets, cfg, composition, beta=-1.0, episodes=4, device="cpu", n_envs=4)
@@ -216,7 +216,8 @@ def test_cli_refuses_to_overwrite_a_run_unless_asked(tmp_path):
 
 
 def test_set_overrides_any_field_with_types_checked():
-    from cpfast.config import make_config, parse_overrides
+    from cpfast.config import parse_overrides
+    from cpfast.experiment import make_config
 
     overrides = parse_overrides(["lr=1e-4", "batch_size=128", "total_steps=1.2e6", "truncation_is_terminal=yes"])
     assert overrides == {"lr": 1e-4, "batch_size": 128, "total_steps": 1_200_000, "truncation_is_terminal": True}

@@ -1,8 +1,9 @@
-"""Environment facade: ``make_env`` over the C++ batched runners, adapters and rendering."""
+"""Environment facade: ``make_env`` over the C++ batched runners, and rendering. The PettingZoo
+adapter (``cpfast.envs.pettingzoo_adapter``) and the real-game StarCraft backend
+(``cpfast.envs.sc2``) are imported only by those who use them."""
 
-from .pettingzoo_adapter import CpfastParallelEnv
+from ..spec import EnvSpec
 from .registry import REGISTRY, env_options, make_env
-from .spec import EnvSpec
 from .vec_env import OBS_KEYS, VecEnv
 
-__all__ = ["CpfastParallelEnv", "REGISTRY", "EnvSpec", "OBS_KEYS", "VecEnv", "env_options", "make_env"]
+__all__ = ["REGISTRY", "EnvSpec", "OBS_KEYS", "VecEnv", "env_options", "make_env"]

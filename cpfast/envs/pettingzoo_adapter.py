@@ -13,7 +13,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from ..episodes import OUTCOMES
+from .episodes import OUTCOMES
 from .registry import make_env
 
 # Info keys of an episode's outcome, as the VecEnv reports them (StarCraft), copied into every

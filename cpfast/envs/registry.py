@@ -10,7 +10,7 @@ import numpy as np
 from cpfast import _envs
 
 from . import render, tables
-from .spec import EnvSpec
+from ..spec import EnvSpec
 from .vec_env import VecEnv
 
 

@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..episodes import episode_outcomes
+from .episodes import episode_outcomes
 from .registry import REGISTRY, env_options, make_env
 
 BackendFactory = Callable[..., object]  # factory(name, num_envs=, composition=, eval_seed=) -> env

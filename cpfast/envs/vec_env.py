@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 from gymnasium import spaces
 
-from .spec import EnvSpec
+from ..spec import EnvSpec
 
 OBS_KEYS = ("entities", "attributes", "agent_present", "entity_present", "obs_mask", "full_mask", "avail_actions")
 

@@ -1,10 +1,10 @@
 """COPA's networks: entity attention, player, coach, mixers, variational posterior."""
 
 from .attention import EntityAttention
-from .networks import (AttentiveEncoder, BaselineMixer, Coach, CopaMixer, HyperNet, Player, VariationalPosterior,
-                       agent_rows, full_mask, other_rows, set_kernels)
+from .networks import (AttentiveEncoder, BaselineMixer, Coach, CopaMixer, HyperNet, Networks, Player,
+                       VariationalPosterior, agent_rows, full_mask, other_rows, set_kernels)
 
 __all__ = [
-    "AttentiveEncoder", "BaselineMixer", "Coach", "CopaMixer", "EntityAttention", "HyperNet", "Player",
+    "AttentiveEncoder", "BaselineMixer", "Coach", "CopaMixer", "EntityAttention", "HyperNet", "Networks", "Player",
     "VariationalPosterior", "agent_rows", "full_mask", "other_rows", "set_kernels",
 ]

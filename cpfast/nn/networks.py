@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..envs.spec import EnvSpec
+from ..config import Config
+from ..spec import EnvSpec
 from .attention import EntityAttention
 from .. import ops
 
@@ -260,3 +261,26 @@ class VariationalPosterior(nn.Module):
         e = self.encoder(agents, other_rows(self.spec, entities), mask)
         rows = None if read is None else present_rows(read)
         return on_rows(self.mean, e, rows), on_rows(self.logvar, e, rows).clamp(Coach.LOGVAR_MIN, Coach.LOGVAR_MAX)
+
+
+# ---------------------------------------------------------------------------- one method's networks
+class Networks(nn.Module):
+    """Online (or target) networks of one method."""
+
+    def __init__(self, spec: EnvSpec, cfg: Config):
+        super().__init__()
+        dh = cfg.hidden_dim
+        strategy_dim = dh if cfg.uses_coach else 0
+        self.player = Player(spec, dh, cfg.n_heads, strategy_dim, cfg.player_memory)
+        if cfg.uses_coach:
+            self.coach = Coach(spec, dh, cfg.n_heads, dh)
+            self.mixer = CopaMixer(dh, cfg.mixer_hidden_dim, cfg.mixer_embed_dim)
+        else:
+            self.coach = None
+            self.mixer = BaselineMixer(spec, dh, cfg.n_heads, cfg.mixer_hidden_dim, cfg.mixer_embed_dim)
+        set_kernels(self, cfg.kernels)
+
+    def mix(self, slots: dict, agent_q: torch.Tensor, coach_embedding=None) -> torch.Tensor:
+        if self.coach is not None:
+            return self.mixer(coach_embedding, agent_q, slots["present"])
+        return self.mixer(slots["entities"], slots["attributes"], slots["present"], slots["entity_present"], agent_q)

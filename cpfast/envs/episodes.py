@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from .envs.vec_env import VecEnv
+from .vec_env import VecEnv
 
 # Episode outcomes of envs that report them (StarCraft): the info flag set on an episode's last
 # step (exactly one of them) -> the name of its rate. A time-out is a draw.

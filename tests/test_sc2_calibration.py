@@ -1,5 +1,5 @@
 """The simulator's calibrate parameters (make_env options) and the §12 calibration harness
-(cpfast.envs.sc2_calibration), all without StarCraft II: simulator against simulator."""
+(cpfast.sc2_calibration), all without StarCraft II: simulator against simulator."""
 
 import csv
 import hashlib
@@ -10,7 +10,7 @@ import pytest
 
 import cpfast
 from cpfast.envs import env_options, sc2
-from cpfast.envs import sc2_calibration as cal
+from cpfast import sc2_calibration as cal
 from cpfast.policies import RandomPolicy, ScriptedFocusFirePolicy
 from sc2_helpers import HP, MARAUDER, MARINE, MEDIVAC, RADIUS, SPEED_GS, STALKER, make, place, stop_actions
 

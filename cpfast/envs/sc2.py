@@ -20,7 +20,7 @@ identical arrays for identical unit states. Composition, placement and tags are 
 simulator's reset (same seeds, same teams). Reward and game end follow docs/environments.md, StarCraft §8 here.
 
 This backend has not been run against a live game in this repository's CI (no machine here can
-install StarCraft II). The calibration harness of StarCraft §12, ``cpfast.envs.sc2_calibration``, plays the
+install StarCraft II). The calibration harness of StarCraft §12, ``cpfast.sc2_calibration``, plays the
 same episodes on this backend and on the simulator and fits the simulator's *calibrate* parameters
 (``make_env`` options) to it; its tests run simulator against simulator.
 """

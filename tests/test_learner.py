@@ -1,6 +1,5 @@
 """The learner (docs/method.md §6-§8, §11, §16, §17): loss invariances, the VI/entropy averages,
-copa_novi vs copa, fully masked rows, target syncs, segment windows and the replay ring,
-AI-QMIX's imagined groups and the paper preset."""
+copa_novi vs copa, fully masked rows, target syncs and AI-QMIX's imagined groups."""
 
 import dataclasses
 import functools
@@ -11,12 +10,11 @@ import pytest
 import torch
 
 import cpfast
-from cpfast.config import METHODS, preset
-from cpfast.experiment import make_config
+from cpfast.config import preset
 from cpfast.learner import Learner, imagined_groups, prepare_batch
 from cpfast.nn import Coach
 from cpfast.policies import RandomPolicy
-from cpfast.replay import SegmentBuffer, SegmentWindows, slot_fields
+from cpfast.replay import SegmentWindows, slot_fields
 
 SPEC = cpfast.make_env("resource_collection").spec
 CPU = torch.device("cpu")
@@ -390,153 +388,6 @@ def test_target_sync_every_three_updates(method):
     assert learner.target.player is not learner.online.player
 
 
-# ---------------------------------------------------------------------------- windows
-def synthetic_obs(n_envs, marker):
-    """Observation dicts whose entities carry ``marker`` [n_envs] so slots can be identified."""
-    a, e = SPEC.max_agents, SPEC.max_entities
-    entities = np.zeros((n_envs, e, SPEC.feat_dim), np.float32)
-    entities[:, :, 0] = np.asarray(marker, np.float32)[:, None]
-    return {
-        "entities": entities,
-        "attributes": np.full((n_envs, a, SPEC.attr_dim), 0.5, np.float32),
-        "agent_present": np.ones((n_envs, a), np.uint8),
-        "entity_present": np.ones((n_envs, e), np.uint8),
-        "obs_mask": np.ones((n_envs, a, e), np.uint8),
-        "full_mask": np.ones((n_envs, a, e), np.uint8),
-        "avail_actions": np.ones((n_envs, a, SPEC.n_actions), np.uint8),
-    }
-
-
-def drive(period, tail, lengths, n_envs=1, episodes=2, terminate=False, truncation_is_terminal=False):
-    """Runs ``episodes`` episodes per env with per-env episode lengths ``lengths`` [n_envs]; slot
-    markers are 1000 * episode + t (+ 0.5 for the final observation). Returns segments per env."""
-    spec = dataclasses.replace(SPEC, episode_limit=max(lengths))
-    windows = SegmentWindows(spec, n_envs, period, tail, truncation_is_terminal)
-    t = np.zeros(n_envs, int)
-    ep = np.zeros(n_envs, int)
-    per_env = [[] for _ in range(n_envs)]
-    while (ep < episodes).any():
-        obs = synthetic_obs(n_envs, 1000 * ep + t + 10000 * np.arange(n_envs))
-        ended = t == np.asarray(lengths) - 1
-        term = ended & terminate
-        trunc = ended & ~term
-        final = synthetic_obs(n_envs, 1000 * ep + t + 10000 * np.arange(n_envs) + 0.5)
-        final_mask = np.zeros((n_envs, SPEC.max_agents, SPEC.max_entities), np.uint8)
-        final_mask[:, :, 0] = 1
-        actions = np.tile((t % SPEC.n_actions)[:, None], (1, SPEC.max_agents))
-        segs = windows.append(obs, obs["obs_mask"], actions, (t + 0.25).astype(np.float32), term, trunc, final, final_mask)
-        if segs:
-            env_of = (segs["entities"][:, 0, 0, 0] // 10000).astype(int)
-            for i, env in enumerate(env_of):
-                if ep[env] < episodes:
-                    per_env[env].append({k: v[i] for k, v in segs.items()})
-        t = np.where(ended, 0, t + 1)
-        ep = ep + ended
-    return per_env
-
-
-def markers(seg):
-    return seg["entities"][:, 0, 0] % 10000
-
-
-@pytest.mark.parametrize("period,count", [(4, 36), (2, 72), (8, 18)])
-def test_drop_mode_segment_counts_and_overlap(period, count):
-    per_env = drive(period, "drop", [145, 145], n_envs=2, episodes=2)
-    for segs in per_env:
-        assert len(segs) == 2 * count
-        for k, seg in enumerate(segs):
-            m = markers(seg)
-            episode, start = divmod(int(m[0]), 1000)
-            assert start % period == 0
-            np.testing.assert_array_equal(m, 1000 * episode + start + np.arange(period + 1))
-            np.testing.assert_array_equal(seg["valid"], 1)
-            np.testing.assert_array_equal(seg["done"], 0)
-            np.testing.assert_allclose(seg["reward"], start + np.arange(period + 1) + 0.25)
-            np.testing.assert_array_equal(seg["actions"][:, 0], (start + np.arange(period + 1)) % SPEC.n_actions)
-        for prev, nxt in zip(segs, segs[1:]):
-            if markers(prev)[-1] // 1000 == markers(nxt)[0] // 1000:  # same episode
-                for name in prev:
-                    np.testing.assert_array_equal(prev[name][-1], nxt[name][0])  # exactly one shared slot
-                assert markers(nxt)[1] == markers(prev)[-1] + 1
-        last = max(int(markers(s)[-1]) % 1000 for s in segs)
-        assert last == (144 // period) * period  # the tail after the last multiple of T is dropped
-
-
-def test_pad_mode_full_segments_when_length_fits():
-    per_env = drive(4, "pad", [100], episodes=2, terminate=False, truncation_is_terminal=True)
-    segs = per_env[0]
-    assert len(segs) == 50
-    for seg in segs:
-        np.testing.assert_array_equal(seg["valid"][:4], 1)  # 25 full segments per episode
-    tail = segs[24]
-    np.testing.assert_array_equal(markers(tail), [96, 97, 98, 99, 99.5])  # final observation last
-    np.testing.assert_array_equal(tail["valid"], [1, 1, 1, 1, 0])
-    np.testing.assert_array_equal(tail["done"], [0, 0, 0, 1, 0])  # truncation counts as terminal here
-    np.testing.assert_array_equal(tail["player_mask"][4, :, 0], 1)  # the final player mask
-    np.testing.assert_array_equal(tail["player_mask"][4, :, 1:], 0)
-    np.testing.assert_array_equal(markers(segs[25])[:2], [1000, 1001])  # next episode restarts at t = 0
-    for name in tail:
-        np.testing.assert_array_equal(segs[23][name][-1], tail[name][0])
-
-
-@pytest.mark.parametrize("terminate,truncation_is_terminal,done", [(True, False, 1), (False, False, 0), (False, True, 1)])
-def test_pad_tail_flags_and_zero_padding(terminate, truncation_is_terminal, done):
-    per_env = drive(4, "pad", [102, 10], n_envs=2, episodes=1, terminate=terminate,
-                    truncation_is_terminal=truncation_is_terminal)
-    # Env 0: L = 102 -> 25 full windows, then a tail from s = 100 with 2 valid samples.
-    segs = per_env[0]
-    assert len(segs) == 26
-    tail = segs[-1]
-    np.testing.assert_array_equal(markers(tail)[:3], [100, 101, 101.5])
-    np.testing.assert_array_equal(tail["valid"], [1, 1, 0, 0, 0])
-    np.testing.assert_array_equal(tail["done"], [0, done, 0, 0, 0])
-    np.testing.assert_allclose(tail["reward"], [100.25, 101.25, 0, 0, 0])
-    np.testing.assert_array_equal(tail["agent_present"][2], 1)  # the final observation
-    for name in ("entities", "attributes", "agent_present", "entity_present", "player_mask", "avail_actions",
-                 "actions", "reward", "valid", "done"):
-        assert not tail[name][3:].any(), f"{name} must be zero-padded"
-    # Env 1: L = 10 -> windows at t = 4, 8, then the tail 8, 9, final, zeros.
-    short = per_env[1]
-    assert len(short) == 3
-    np.testing.assert_array_equal(markers(short[-1])[:3], [8, 9, 9.5])
-    np.testing.assert_array_equal(short[-1]["valid"], [1, 1, 0, 0, 0])
-    np.testing.assert_array_equal(short[-1]["done"], [0, done, 0, 0, 0])
-
-
-# ---------------------------------------------------------------------------- buffer
-def _segments(ids, period=2):
-    fields = slot_fields(SPEC)
-    out = {name: np.zeros((len(ids), period + 1, *shape), dtype=torch.empty((), dtype=dtype).numpy().dtype)
-           for name, (shape, dtype) in fields.items()}
-    out["reward"][:] = np.asarray(ids, np.float32)[:, None]
-    return out
-
-
-def test_segment_buffer_fifo_wraparound_and_sampling_without_replacement():
-    buf = SegmentBuffer(SPEC, 5, 2)
-    buf.push(_segments([0, 1, 2]))
-    assert len(buf) == 3
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        ids = buf.sample(3, gen)["reward"][:, 0].tolist()
-        assert sorted(ids) == [0, 1, 2]  # only filled rows, no repeats
-    buf.push(_segments([3, 4, 5, 6]))
-    assert len(buf) == 5
-    assert buf.data["reward"][:, 0].tolist() == [5, 6, 2, 3, 4]  # the two oldest were overwritten
-    buf.push(_segments([7]))
-    assert buf.data["reward"][:, 0].tolist() == [5, 6, 7, 3, 4]
-    counts = np.zeros(8)
-    for _ in range(600):
-        ids = buf.sample(3, gen)["reward"][:, 0].long().tolist()
-        assert len(set(ids)) == 3 and set(ids) <= {3, 4, 5, 6, 7}
-        counts[ids] += 1
-    assert counts[:3].sum() == 0
-    assert (np.abs(counts[3:] - 360) < 60).all()  # uniform: each row 3/5 of 600 draws
-    batch = buf.sample(5, gen)
-    assert sorted(batch["reward"][:, 0].tolist()) == [3, 4, 5, 6, 7]
-    assert batch["reward"].shape == (5, 3)
-
-
 # ---------------------------------------------------------------------------- AI-QMIX
 def test_imagined_groups_are_a_two_way_split():
     gen = torch.Generator().manual_seed(0)
@@ -586,50 +437,3 @@ def test_aiqmix_imagined_masks_within_across_one_split_per_segment():
     torch.testing.assert_close(w1_masks[1], full * within, rtol=0, atol=0)
     torch.testing.assert_close(w1_masks[2], full * (1 - within), rtol=0, atol=0)
     assert not torch.equal(w[0], w[1]) or not torch.equal(w[1], w[2])  # splits differ across segments
-
-
-# ---------------------------------------------------------------------------- config
-def test_paper_preset_matches_table3_and_reference_defaults():
-    cfg = preset("paper")
-    assert cfg.buffer_size == 100_000
-    assert cfg.n_heads == 4
-    assert cfg.n_envs == 8
-    assert cfg.hidden_dim == 128 and cfg.mixer_hidden_dim == 128 and cfg.mixer_embed_dim == 128
-    assert cfg.gamma == 0.99
-    assert cfg.lr == 3e-4
-    assert cfg.optim_alpha == 0.99 and cfg.optim_eps == 1e-5
-    assert cfg.grad_norm_clip == 10
-    assert cfg.update_target_every == 200
-    assert cfg.vi_lambda == 1e-3 and cfg.entropy_lambda == pytest.approx(1e-4)
-    assert cfg.period == 4
-    assert cfg.total_steps == 5_000_000
-    assert cfg.update_every == 100
-    assert cfg.imaginary_lambda == 0.5
-    assert cfg.eps_start == 1.0 and cfg.eps_end == 0.05
-    assert cfg.segment_tail == "drop" and cfg.player_memory == "reference"
-    assert cfg.eval_episodes == 500 and cfg.eval_seed == 9999
-    assert cfg.total_steps // SPEC.episode_limit // cfg.n_envs == 4310
-    for method in METHODS:
-        for period in (2, 4, 8):
-            c = cfg.replace(method=method, period=period)
-            expected = int(256 * 8 / period) if method in ("copa", "copa_novi") else 256
-            assert c.effective_batch_size == expected, (method, period)
-    assert cfg.replace(method="copa").effective_batch_size == 512
-    assert preset("paper") is not preset("paper")  # presets are copies
-
-
-def test_make_config_layers_preset_env_changes_and_overrides_as_the_cli_does():
-    assert make_config() == preset("paper")
-    rescue = make_config("rescue", method="aqmix")
-    assert rescue.env == "rescue" and rescue.method == "aqmix"
-    assert rescue.segment_tail == "pad" and rescue.truncation_is_terminal is False  # Rescue's registered changes
-    assert make_config("rescue", segment_tail="drop").segment_tail == "drop"  # overrides come last
-    assert make_config("rescue", "quick").hidden_dim == preset("quick").hidden_dim
-    sc2 = make_config("sc2_3-8MMM")  # the env's own preset, then the env itself
-    assert sc2.env == "sc2_3-8MMM" and sc2.total_steps == preset("starcraft").total_steps
-    with pytest.raises(ValueError, match="unknown environment 'rescue_game'"):
-        make_config("rescue_game")
-    with pytest.raises(ValueError, match="unknown preset 'turbo'"):
-        make_config("rescue", "turbo")
-    with pytest.raises(ValueError, match="unknown config fields: hidden"):
-        make_config("rescue", hidden=3)

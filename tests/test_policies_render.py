@@ -10,7 +10,7 @@ from cpfast.envs.render import record_episode_gif
 from cpfast.envs.episodes import run_episodes
 from cpfast.play import main as play_main
 from cpfast.policies import RandomPolicy, ScriptedResourcePolicy
-from conftest import make_rc
+from helpers import make_rc
 
 
 def test_random_policy_picks_only_available_actions():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from conftest import CONFORMANCE_KEYS, make_rc
+from helpers import CONFORMANCE_KEYS, make_rc
 
 INVADER = 7
 

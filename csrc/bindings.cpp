@@ -38,10 +38,14 @@ bool IsCuda(const std::string& device) {
   return true;
 }
 
-void CheckAttentionDims(const AttentionDims& d) {
+void CheckAttentionDims(const AttentionDims& d, bool cuda) {
   if (d.rows < 0 || d.agents < 1 || d.heads < 1 || d.dim < 1 || d.entities < 1 || d.entities > kMaxEntities)
     throw std::invalid_argument("entity_attention: sizes out of range (entities must be 1.." +
                                 std::to_string(kMaxEntities) + ")");
+  // A warp holds kMaxDim values of a row: wider heads would be silently cut.
+  if (cuda && d.dim > kMaxDim)
+    throw std::invalid_argument("entity_attention: head width " + std::to_string(d.dim) + " exceeds the CUDA limit " +
+                                std::to_string(kMaxDim));
   if (d.kv_heads != 1 && d.kv_heads != d.heads)
     throw std::invalid_argument("entity_attention: kv_heads must be 1 or heads");
 }
@@ -122,8 +126,8 @@ PYBIND11_MODULE(_kernels, m) {
          int dim, int kv_heads, double scale, bool average, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t mask,
          uintptr_t out, uintptr_t probs, int threads, uintptr_t stream) {
         const AttentionDims dims{rows, agents, heads, entities, dim, kv_heads, scale, average};
-        CheckAttentionDims(dims);
         const bool cuda = IsCuda(device);
+        CheckAttentionDims(dims, cuda);
         py::gil_scoped_release release;
         if (IsDouble(dtype))
           AttentionForward<double>(cuda, dims, q, k, v, mask, out, probs, threads, stream);
@@ -137,8 +141,8 @@ PYBIND11_MODULE(_kernels, m) {
          uintptr_t mask, uintptr_t probs, uintptr_t dq, uintptr_t dk, uintptr_t dv, uintptr_t d_scores,
          uintptr_t weights, int threads, uintptr_t stream) {
         const AttentionDims dims{rows, agents, heads, entities, dim, kv_heads, scale, average};
-        CheckAttentionDims(dims);
         const bool cuda = IsCuda(device);
+        CheckAttentionDims(dims, cuda);
         py::gil_scoped_release release;
         if (IsDouble(dtype))
           AttentionBackward<double>(cuda, dims, grad, q, k, v, mask, probs, dq, dk, dv, d_scores, weights, threads,

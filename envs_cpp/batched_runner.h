@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -99,6 +100,10 @@ class BatchedRunner {
   }
 
   int num_envs() const { return config_.num_envs; }
+  // Held by every binding that reads or writes runner state (step, reset, get_state,
+  // set_state): the runner is not reentrant (its pool runs one ParallelFor at a time and the
+  // envs share the batch buffers), so calls from several Python threads run one at a time.
+  std::mutex& mutex() { return mutex_; }
   int num_threads() const { return pool_.num_threads(); }
   Env& env(int i) { return envs_.at(i); }
 
@@ -207,6 +212,7 @@ class BatchedRunner {
     }
   }
 
+  std::mutex mutex_;
   RunnerConfig config_;
   std::vector<Env> envs_;
   ThreadPool pool_;

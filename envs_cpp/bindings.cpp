@@ -5,6 +5,7 @@
 
 #include <limits>
 #include <map>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,9 +57,20 @@ py::dict ObsViews(ObsBuffers& b, py::handle owner) {
 template <class Env>
 StateFields RunnerStateFields(Env& env, double* running_return) {
   StateFields fields = env.State();
-  constexpr double kMax = std::numeric_limits<double>::max();
+  // Far beyond any return, and small enough that the float32 episode_return stays finite.
+  constexpr double kMax = 1e30;
   fields.push_back({"running_return", DType::kF64, {}, running_return, -kMax, kMax});
   return fields;
+}
+
+// Runs f() holding the runner's mutex, waiting for it with the GIL released: a thread that
+// waited holding the GIL would deadlock with the holder when that one needs the GIL (get_state).
+// f runs without the GIL; take it back inside f (py::gil_scoped_acquire) to touch Python objects.
+template <class Runner, class F>
+void WithRunnerLock(Runner& r, F&& f) {
+  py::gil_scoped_release release;
+  std::lock_guard<std::mutex> lock(r.mutex());
+  f();
 }
 
 template <class Env>
@@ -155,8 +167,7 @@ void BindRunner(py::module_& m, const char* name) {
                  throw std::invalid_argument("episode_seeds must have one entry per reset env");
                seeds_ptr = seeds.data();
              }
-             py::gil_scoped_release release;
-             r.Reset(ids_ptr, n_ids, seeds_ptr);
+             WithRunnerLock(r, [&] { r.Reset(ids_ptr, n_ids, seeds_ptr); });
            },
            py::arg("env_ids") = py::none(), py::arg("episode_seeds") = py::none())
       // actions: C-contiguous int32 or int64 [num_envs, max_agents]; values are checked here.
@@ -167,12 +178,10 @@ void BindRunner(py::module_& m, const char* name) {
                throw std::invalid_argument("actions must be a contiguous [num_envs, max_agents] array");
              if (actions.dtype().is(py::dtype::of<int32_t>())) {
                const auto* data = static_cast<const int32_t*>(actions.data());
-               py::gil_scoped_release release;
-               r.Step(data);
+               WithRunnerLock(r, [&] { r.Step(data); });
              } else if (actions.dtype().is(py::dtype::of<int64_t>())) {
                const auto* data = static_cast<const int64_t*>(actions.data());
-               py::gil_scoped_release release;
-               r.Step(data);
+               WithRunnerLock(r, [&] { r.Step(data); });
              } else {
                throw std::invalid_argument("actions must be int32 or int64");
              }
@@ -188,34 +197,44 @@ void BindRunner(py::module_& m, const char* name) {
                   })
       .def("get_state",
            [](Runner& r, int i) {
+             if (i < 0 || i >= r.num_envs()) throw py::index_error("env index " + std::to_string(i) + " out of range");
              py::dict out;
-             for (const StateField& f : RunnerStateFields(r.env(i), &r.RunningReturn(i))) {
-               py::array a(NumpyDType(f.dtype), f.shape);
-               std::memcpy(a.mutable_data(), f.data, ElementCount(f) * ElementSize(f.dtype));
-               out[f.name.c_str()] = a;
-             }
+             WithRunnerLock(r, [&] {
+               py::gil_scoped_acquire gil;
+               for (const StateField& f : RunnerStateFields(r.env(i), &r.RunningReturn(i))) {
+                 py::array a(NumpyDType(f.dtype), f.shape);
+                 std::memcpy(a.mutable_data(), f.data, ElementCount(f) * ElementSize(f.dtype));
+                 out[f.name.c_str()] = a;
+               }
+             });
              return out;
            })
       // Expects arrays already converted to the exact dtype and shape (the Python layer
       // validates values); checks everything before changing anything.
       .def("set_state", [](Runner& r, int i, py::dict state) {
-        StateFields fields = RunnerStateFields(r.env(i), &r.RunningReturn(i));
-        std::vector<std::pair<const StateField*, py::array>> updates;
-        for (auto item : state) {
-          const std::string key = py::str(item.first);
-          const StateField* field = nullptr;
-          for (const auto& f : fields)
-            if (f.name == key) field = &f;
-          if (!field) throw std::invalid_argument("unknown state key '" + key + "'");
-          py::array a = py::reinterpret_borrow<py::array>(item.second);
-          if (!a.dtype().is(NumpyDType(field->dtype)) || a.size() != ElementCount(*field) ||
-              !(a.flags() & py::array::c_style))
-            throw std::invalid_argument("state key '" + key + "' must be a contiguous " +
-                                        DTypeName(field->dtype) + " array of the documented shape");
-          updates.emplace_back(field, a);
-        }
-        for (auto& [field, a] : updates) std::memcpy(field->data, a.data(), a.nbytes());
-        r.RefreshObservation(i);
+        if (i < 0 || i >= r.num_envs()) throw py::index_error("env index " + std::to_string(i) + " out of range");
+        WithRunnerLock(r, [&] {
+          py::gil_scoped_acquire gil;
+          StateFields fields = RunnerStateFields(r.env(i), &r.RunningReturn(i));
+          std::vector<std::pair<const StateField*, py::array>> updates;
+          for (auto item : state) {
+            const std::string key = py::str(item.first);
+            const StateField* field = nullptr;
+            for (const auto& f : fields)
+              if (f.name == key) field = &f;
+            if (!field) throw std::invalid_argument("unknown state key '" + key + "'");
+            if (!py::isinstance<py::array>(item.second))
+              throw std::invalid_argument("state key '" + key + "' must be a numpy array");
+            py::array a = py::reinterpret_borrow<py::array>(item.second);
+            if (!a.dtype().is(NumpyDType(field->dtype)) || a.size() != ElementCount(*field) ||
+                !(a.flags() & py::array::c_style))
+              throw std::invalid_argument("state key '" + key + "' must be a contiguous " +
+                                          DTypeName(field->dtype) + " array of the documented shape");
+            updates.emplace_back(field, a);
+          }
+          for (auto& [field, a] : updates) std::memcpy(field->data, a.data(), a.nbytes());
+          r.RefreshObservation(i);
+        });
       });
 }
 

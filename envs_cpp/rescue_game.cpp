@@ -20,6 +20,9 @@ constexpr int kCells = RescueGame::kGrid * RescueGame::kGrid;
 constexpr double kPowerGrid[3] = {0.1, 0.2, 0.3};
 constexpr double kSpeedGrid[3] = {0.5, 0.75, 1.0};
 constexpr int kActionDir[5][2] = {{0, 0}, {-1, 0}, {1, 0}, {0, -1}, {0, 1}};
+// Largest attribute set_state accepts: far beyond the zero-shot ranges, and its normalised
+// observation stays finite in float32.
+constexpr double kMaxAttr = 1e3;
 
 }  // namespace
 
@@ -272,12 +275,11 @@ void RescueGame::WriteObservation(const ObsSlot& out) const {
 }
 
 StateFields RescueGame::State() {
-  constexpr double kInf = std::numeric_limits<double>::infinity();
   return {
       {"agent_cell", DType::kI32, {kAgents, 2}, agent_cell_, 0, kGrid - 1},
       {"agent_acc", DType::kF64, {kAgents}, agent_acc_, 0, 1},
       {"agent_alive", DType::kI8, {kAgents}, agent_alive_, 0, 1},
-      {"agent_attr", DType::kF64, {kAgents, 2}, agent_attr_, 0, kInf},
+      {"agent_attr", DType::kF64, {kAgents, 2}, agent_attr_, 0, kMaxAttr},
       {"bld_cell", DType::kI32, {kBuildings, 2}, bld_cell_, 0, kGrid - 1},
       {"bld_health", DType::kF64, {kBuildings}, bld_health_, 0, 1},
       {"bld_intensity", DType::kF64, {kBuildings}, bld_intensity_, 0, 1},

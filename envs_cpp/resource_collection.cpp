@@ -26,6 +26,11 @@ constexpr double kActionDir[5][2] = {{0, 0}, {-1, 0}, {1, 0}, {0, -1}, {0, 1}};
 // A pair whose gap exceeds this many contact margins gets exp(-gap/k) == 0 exactly in
 // float64 (exp underflows below -745.2), so skipping it changes no bit of the result.
 constexpr double kNoContactGap = 746.0 * kContactMargin;
+// set_state accepts positions and velocities within +-kStateBound and attributes (speeds) up to
+// kMaxAttr, and Integrate keeps positions within the bound: every product and square stays finite
+// in float64 and every observation in float32. Play never comes near either limit.
+constexpr double kStateBound = 1e6;
+constexpr double kMaxAttr = 1e3;
 
 // log(1 + e^x), the reference's np.logaddexp(0, x).
 inline double LogAddExp0(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x))); }
@@ -59,6 +64,7 @@ inline void AddWallForce(const double* p, double r, bool horizontal, double axis
   }
   const double delta = p[perp] - axis_pos;
   const double dist = std::fabs(delta);
+  if (dist == 0.0) return;  // centre on the wall's axis: no direction to push (0/0 otherwise)
   const double penetration = LogAddExp0(-(dist - dist_min) / kContactMargin) * kContactMargin;
   const double magnitude = kContactForce * delta / dist * penetration;
   force[perp] += std::cos(theta) * magnitude;
@@ -185,6 +191,9 @@ void ResourceCollection::ApplyForces(const int32_t* actions, double force[kAgent
       const double reach = dist_min + kNoContactGap;
       if (dx * dx + dy * dy > reach * reach) continue;
       const double dist = std::sqrt(dx * dx + dy * dy);
+      // Coincident centres (an agent exactly on home, a resource or another agent): the
+      // contact direction is undefined, so no contact force (dx / dist would be 0/0).
+      if (dist == 0.0) continue;
       const double penetration = LogAddExp0(-(dist - dist_min) / kContactMargin) * kContactMargin;
       const double fx = kContactForce * dx / dist * penetration;
       const double fy = kContactForce * dy / dist * penetration;
@@ -214,8 +223,10 @@ void ResourceCollection::Integrate(const double force[kAgents][2]) {
       v[0] = v[0] / speed * max_speed;
       v[1] = v[1] / speed * max_speed;
     }
-    agent_pos_[i][0] += v[0] * kDt;
-    agent_pos_[i][1] += v[1] * kDt;
+    for (int c = 0; c < 2; ++c) {
+      agent_pos_[i][c] += v[c] * kDt;
+      if (std::fabs(agent_pos_[i][c]) > kStateBound) agent_pos_[i][c] = std::copysign(kStateBound, agent_pos_[i][c]);
+    }
   }
 }
 
@@ -273,8 +284,10 @@ void ResourceCollection::PostStep() {
   } else {
     double* p = lm_pos_[kInvader];
     const double norm = std::sqrt(p[0] * p[0] + p[1] * p[1]);
-    p[0] -= 0.05 * p[0] / norm;
-    p[1] -= 0.05 * p[1] / norm;
+    if (norm > 0.0) {  // an invader exactly at the origin has no direction to move in
+      p[0] -= 0.05 * p[0] / norm;
+      p[1] -= 0.05 * p[1] / norm;
+    }
   }
 }
 
@@ -376,15 +389,14 @@ void ResourceCollection::WriteObservation(const ObsSlot& out, unsigned agent_row
 }
 
 StateFields ResourceCollection::State() {
-  constexpr double kInf = std::numeric_limits<double>::infinity();
   return {
-      {"agent_pos", DType::kF64, {kAgents, 2}, agent_pos_, -kInf, kInf},
-      {"agent_vel", DType::kF64, {kAgents, 2}, agent_vel_, -kInf, kInf},
+      {"agent_pos", DType::kF64, {kAgents, 2}, agent_pos_, -kStateBound, kStateBound},
+      {"agent_vel", DType::kF64, {kAgents, 2}, agent_vel_, -kStateBound, kStateBound},
       {"agent_alive", DType::kI8, {kAgents}, agent_alive_, 0, 1},
       {"agent_hold", DType::kI8, {kAgents}, agent_hold_, 0, 3},
       {"agent_at", DType::kI8, {kAgents}, agent_at_, -1, 4},
-      {"agent_attr", DType::kF64, {kAgents, 4}, agent_attr_, 0, kInf},
-      {"lm_pos", DType::kF64, {kLandmarks, 2}, lm_pos_, -kInf, kInf},
+      {"agent_attr", DType::kF64, {kAgents, 4}, agent_attr_, 0, kMaxAttr},
+      {"lm_pos", DType::kF64, {kLandmarks, 2}, lm_pos_, -kStateBound, kStateBound},
       {"lm_alive", DType::kI8, {kLandmarks}, lm_alive_, 0, 1},
       {"invader_timer", DType::kI32, {}, &invader_timer_, 0, 10},
       {"team_size_counter", DType::kI32, {}, &team_size_counter_, 2, 4},

@@ -11,6 +11,9 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -30,18 +33,22 @@ class ThreadPool {
 
   explicit ThreadPool(int num_threads, int spins = kDefaultSpins)
       : num_threads_(num_threads < 1 ? 1 : num_threads), spins_(spins) {
-    for (int t = 1; t < num_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
+    // A thread that cannot start (thread or memory limits) must not leave the ones already
+    // started waiting forever, nor destroy joinable std::threads (std::terminate): stop and join
+    // them, then report which thread failed.
+    try {
+      workers_.reserve(num_threads_ - 1);
+      for (int t = 1; t < num_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
+    } catch (const std::exception& error) {
+      const size_t started = workers_.size();
+      Stop();
+      throw std::runtime_error("could not start worker thread " + std::to_string(started + 1) + " of " +
+                               std::to_string(num_threads_ - 1) + " (" + error.what() +
+                               "); use fewer threads (num_threads)");
+    }
   }
 
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-      generation_.fetch_add(1, std::memory_order_release);
-    }
-    start_.notify_all();
-    for (auto& w : workers_) w.join();
-  }
+  ~ThreadPool() { Stop(); }
 
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -75,6 +82,16 @@ class ThreadPool {
   }
 
  private:
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    start_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+
   void RunChunk(int t) {
     const int64_t begin = static_cast<int64_t>(n_) * t / used_;
     const int64_t end = static_cast<int64_t>(n_) * (t + 1) / used_;

@@ -326,3 +326,107 @@ def test_gpu_check_says_why_it_cannot_check_cuda(capsys):
     spec.loader.exec_module(gpu_check)
     assert gpu_check.main(["--no-build", "--device", "cuda"]) == 2
     assert "cannot check CUDA" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- operators' own checks
+def _attention_args(**changes):
+    gen = torch.Generator().manual_seed(10)
+    q, k, v, mask = attention_inputs(gen, 3, 4, 2, 6, 8, False)
+    args = {"q": q, "k": k, "v": v, "mask": mask} | changes
+    return args["q"], args["k"], args["v"], args["mask"], 0.3, True
+
+
+def _mix_args(**changes):
+    gen = torch.Generator().manual_seed(11)
+    w1, b1, w2, b2, q, present = mix_inputs(gen, 5, 2, 4, 8)
+    args = {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "q": q, "present": present} | changes
+    return tuple(args[n] for n in ("w1", "b1", "w2", "b2", "q", "present"))
+
+
+BAD_ATTENTION = [
+    ({"k": torch.zeros(3, 6, 2, 7, dtype=F64)}, r"k must have shape \[3, entities, 1 or 2, 8\], got \[3, 6, 2, 7\]"),
+    ({"k": torch.zeros(2, 6, 2, 8, dtype=F64)}, r"k must have shape \[3, entities"),
+    ({"v": torch.zeros(3, 5, 2, 8, dtype=F64)}, r"v must have shape \[3, 6, 2, 8\] \(k's\), got \[3, 5, 2, 8\]"),
+    ({"mask": torch.zeros(3, 4, 7, dtype=F64)}, r"mask must have shape \[3, 4, 6\], got \[3, 4, 7\]"),
+    ({"mask": torch.zeros(3, 4, dtype=F64)}, r"mask must have shape \[3, 4, 6\], got \[3, 4\]"),
+    ({"q": torch.zeros(3, 4, 8, dtype=F64)}, r"q must be 4-D \[rows, agents, heads, dim\], got shape \[3, 4, 8\]"),
+    ({"q": torch.zeros(3, 4, 0, 8, dtype=F64)}, "q must have at least one head"),
+    ({"mask": torch.zeros(3, 4, 6, dtype=torch.float32)}, "mask has dtype torch.float32 but q has torch.float64"),
+    ({"q": torch.zeros(3, 4, 2, 8, dtype=torch.int64)}, "q must be float32 or float64, got torch.int64"),
+    ({"mask": torch.zeros(3, 4, 6, dtype=torch.bool)}, "mask must be float32 or float64, got torch.bool"),
+    ({"k": torch.zeros(3, 65, 2, 8, dtype=F64), "v": torch.zeros(3, 65, 2, 8, dtype=F64),
+      "mask": torch.zeros(3, 4, 65, dtype=F64)}, "65 entities exceed the kernel's limit"),
+]
+
+
+@pytest.mark.parametrize("changes,message", BAD_ATTENTION)
+def test_attention_operator_rejects_bad_arguments_itself(changes, message):
+    """Direct torch.ops calls (no cpfast.ops wrapper) get a clear error, never an out-of-bounds read."""
+    with pytest.raises(ValueError, match=r"cpfast::entity_attention: " + message):
+        torch.ops.cpfast.entity_attention(*_attention_args(**changes))
+
+
+def test_attention_backward_operator_rejects_bad_grad_and_probs():
+    q, k, v, mask, scale, average = _attention_args()
+    out, probs = torch.ops.cpfast.entity_attention(q, k, v, mask, scale, average)
+    with pytest.raises(ValueError, match=r"entity_attention_backward: grad must have shape \[3, 4, 8\], got \[3, 4, 7\]"):
+        torch.ops.cpfast.entity_attention_backward(out[..., :7], q, k, v, mask, probs, scale, average)
+    with pytest.raises(ValueError, match=r"entity_attention_backward: probs must have shape \[3, 4, 2, 6\]"):
+        torch.ops.cpfast.entity_attention_backward(out, q, k, v, mask, probs[..., :5], scale, average)
+    with pytest.raises(ValueError, match=r"entity_attention_backward: k must have shape"):
+        torch.ops.cpfast.entity_attention_backward(out, q, k[:2], v, mask, probs, scale, average)
+
+
+BAD_MIX = [
+    ({"b1": torch.zeros(5, 4, 7, dtype=F64)}, r"b1 must have shape \[5, 4, 8\], got \[5, 4, 7\]"),
+    ({"w2": torch.zeros(5, 3, 8, dtype=F64)}, r"w2 must have shape \[5, 4, 8\], got \[5, 3, 8\]"),
+    ({"b2": torch.zeros(4, 4, 8, dtype=F64)}, r"b2 must have shape \[5, 4, 8\]"),
+    ({"q": torch.zeros(1, 5, 4, dtype=F64)}, r"q must have shape \[2, 5, 4\], got \[1, 5, 4\]"),
+    ({"present": torch.zeros(5, 3, dtype=F64)}, r"present must have shape \[5, 4\], got \[5, 3\]"),
+    ({"w1": torch.zeros(5, 4, 8, dtype=F64)}, r"w1 must be 4-D \[pairs, rows, agents, embed\]"),
+    ({"present": torch.ones(5, 4, dtype=torch.int64)}, "present must be float32 or float64, got torch.int64"),
+    ({"q": torch.zeros(2, 5, 4, dtype=torch.float32)}, "q has dtype torch.float32 but w1 has torch.float64"),
+    ({"w1": torch.zeros(0, 5, 4, 8, dtype=F64), "q": torch.zeros(0, 5, 4, dtype=F64)}, "w1 must have at least one pair"),
+]
+
+
+@pytest.mark.parametrize("changes,message", BAD_MIX)
+def test_mix_operator_rejects_bad_arguments_itself(changes, message):
+    with pytest.raises(ValueError, match=r"cpfast::qmix_mix: " + message):
+        torch.ops.cpfast.qmix_mix(*_mix_args(**changes))
+
+
+def test_mix_backward_operator_rejects_a_bad_grad():
+    args = _mix_args()
+    with pytest.raises(ValueError, match=r"qmix_mix_backward: grad must have shape \[5\], got \[4\]"):
+        torch.ops.cpfast.qmix_mix_backward(torch.zeros(4, dtype=F64), *args)
+
+
+def test_operators_return_correct_empty_results_for_zero_sizes():
+    gen = torch.Generator().manual_seed(12)
+    for rows, agents, entities, dim in ((0, 3, 4, 8), (2, 0, 4, 8), (2, 3, 0, 8), (2, 3, 4, 0)):
+        q = torch.randn(rows, agents, 2, dim, generator=gen, dtype=F64)
+        k, v = (torch.randn(rows, entities, 2, dim, generator=gen, dtype=F64) for _ in range(2))
+        mask = torch.ones(rows, agents, entities, dtype=F64)
+        for average in (True, False):
+            out, probs = torch.ops.cpfast.entity_attention(q, k, v, mask, 0.5, average)
+            torch.testing.assert_close(out, ops.entity_attention_reference(q, k, v, mask, 0.5, average))
+            assert probs.shape == (rows, agents, 2, entities)
+            grads = torch.ops.cpfast.entity_attention_backward(torch.ones_like(out), q, k, v, mask, probs, 0.5, average)
+            assert [g.shape for g in grads] == [q.shape, k.shape, v.shape] and all((g == 0).all() for g in grads)
+    for rows, agents in ((0, 4), (3, 0)):
+        w1, b1, w2, b2, q, present = mix_inputs(gen, max(rows, 1), 1, max(agents, 1), 8)
+        w1, b1, w2, b2 = (t[..., :rows, :agents, :] for t in (w1, b1, w2, b2))
+        q, present = q[:, :rows, :agents], present[:rows, :agents]
+        out = torch.ops.cpfast.qmix_mix(w1, b1, w2, b2, q, present)
+        torch.testing.assert_close(out, ops.qmix_mix_reference(w1, b1, w2, b2, q, present, pairs=True))
+        assert out.shape == (rows,)
+        grads = torch.ops.cpfast.qmix_mix_backward(torch.ones(rows, dtype=F64), w1, b1, w2, b2, q, present)
+        assert [g.shape for g in grads] == [t.shape for t in (w1, b1, w2, b2, q)]
+
+
+def test_compiled_graph_with_a_bad_shape_fails_at_trace_time():
+    q, k, v, mask, scale, average = _attention_args(mask=torch.zeros(3, 4, 5, dtype=F64))
+    fn = torch.compile(lambda *a: torch.ops.cpfast.entity_attention(*a)[0].sum(), fullgraph=True, backend="aot_eager")
+    with pytest.raises(Exception, match=r"mask must have shape \[3, 4, 6\], got \[3, 4, 5\]"):
+        fn(q, k, v, mask, scale, average)

@@ -76,7 +76,7 @@ def make_env(
         return make_sc2_env(name, num_envs=num_envs, seed=seed, composition=composition, eval_seed=eval_seed)
     if backend != "sim":
         raise ValueError(f"unknown backend {backend!r}; expected 'sim' or 'sc2'")
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     entry = REGISTRY[name]
     if isinstance(composition, (int, np.integer)) and not isinstance(composition, bool):

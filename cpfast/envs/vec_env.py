@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from ..spec import EnvSpec
 
+STATE_ENV_KEY = "env"  # get_state's entry naming the environment the state belongs to
 OBS_KEYS = ("entities", "attributes", "agent_present", "entity_present", "obs_mask", "full_mask", "avail_actions")
 
 
@@ -44,14 +45,16 @@ class VecEnv:
         params: dict[str, float] | None = None,
         agent_rewards: bool = True,
     ):
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        # The runner takes C ints and uint64s: check here, with the argument's name, what pybind
+        # would otherwise reject with its overload listing (or accept: True as 1).
+        if not _is_int(num_envs) or not 1 <= num_envs < 2**31:
+            raise ValueError(f"num_envs must be an integer in [1, 2**31), got {num_envs!r}")
         if num_threads is None:
             num_threads = os.cpu_count() or 1
-        if not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
-        for label, value in (("seed", seed), ("eval_seed", eval_seed)):
-            if value is not None and (not isinstance(value, (int, np.integer)) or not 0 <= value < 2**64):
+        if not _is_int(num_threads) or not 1 <= num_threads < 2**31:
+            raise ValueError(f"num_threads must be an integer in [1, 2**31), got {num_threads!r}")
+        for label, value, optional in (("seed", seed, False), ("eval_seed", eval_seed, True)):
+            if (value is not None or not optional) and (not _is_int(value) or not 0 <= value < 2**64):
                 raise ValueError(f"{label} must be an integer in [0, 2**64), got {value!r}")
         self.spec = spec
         self.num_envs = int(num_envs)
@@ -116,7 +119,7 @@ class VecEnv:
         argument is checked before anything changes.
         """
         if seed is not None:
-            if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)) or not 0 <= seed < 2**64:
+            if not _is_int(seed) or not 0 <= seed < 2**64:
                 raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
             if env_ids is not None:
                 raise ValueError("seed re-seeds every env: it cannot be combined with env_ids")
@@ -135,8 +138,11 @@ class VecEnv:
         if episode_seeds is not None:
             seeds = np.asarray(episode_seeds)
             expected = self.num_envs if ids is None else len(ids)
-            if seeds.shape != (expected,) or not np.issubdtype(seeds.dtype, np.integer) or (seeds < 0).any():
-                raise ValueError(f"episode_seeds must be {expected} non-negative integers, got {seeds!r}")
+            # Episode indices are int64 in the runner, where a negative one means "training
+            # episode": one of 2**63 or more would wrap there and be silently ignored.
+            if (seeds.shape != (expected,) or not np.issubdtype(seeds.dtype, np.integer) or (seeds < 0).any()
+                    or (seeds > np.iinfo(np.int64).max).any()):
+                raise ValueError(f"episode_seeds must be {expected} integers in [0, 2**63), got {seeds!r}")
             episode_seeds = seeds.astype(np.int64)
         if seed is not None:
             self._bind_runner(int(seed))
@@ -179,13 +185,16 @@ class VecEnv:
 
     # ------------------------------------------------------------------ state
     def _check_index(self, i) -> int:
-        if not isinstance(i, (int, np.integer)) or not 0 <= i < self.num_envs:
+        if not _is_int(i) or not 0 <= i < self.num_envs:
             raise ValueError(f"env index must be an integer in [0, {self.num_envs}), got {i!r}")
         return int(i)
 
     def get_state(self, i: int) -> dict[str, np.ndarray]:
-        """Complete state of env ``i`` (copies): world, counters and both RNG states."""
-        return self._runner.get_state(self._check_index(i))
+        """Complete state of env ``i`` (copies): world, counters and both RNG states, and under
+        ``"env"`` the environment's name (a 0-d string array), which ``set_state`` checks."""
+        state = self._runner.get_state(self._check_index(i))
+        state[STATE_ENV_KEY] = np.array(self.spec.name)
+        return state
 
     def set_state(self, i: int, state: dict[str, Any]) -> None:
         """Replaces the given parts of env ``i``'s state; validates everything first.
@@ -198,7 +207,16 @@ class VecEnv:
         i = self._check_index(i)
         if not isinstance(state, dict):
             raise ValueError(f"state must be a dict of arrays, got {type(state).__name__}")
-        converted = {key: self._convert_state_value(key, value) for key, value in state.items()}
+        if STATE_ENV_KEY in state:
+            # Two environments can share every key and shape (the StarCraft scenarios): the name
+            # is what tells their states apart. A state without it (a subset) is taken as is.
+            source = state[STATE_ENV_KEY]
+            source = source.item() if isinstance(source, np.ndarray) and source.ndim == 0 else source
+            if not isinstance(source, str) or source != self.spec.name:
+                raise ValueError(f"state is from environment {source!r}, not {self.spec.name!r}: it cannot be loaded "
+                                 "here")
+        converted = {key: self._convert_state_value(key, value) for key, value in state.items()
+                     if key != STATE_ENV_KEY}
         self._runner.set_state(i, converted)
 
     def _convert_state_value(self, key: str, value) -> np.ndarray:
@@ -238,6 +256,11 @@ class VecEnv:
     def __repr__(self) -> str:
         s = self.spec
         return f"VecEnv({s.name!r}, composition={s.composition!r}, num_envs={self.num_envs}, num_threads={self.num_threads})"
+
+
+def _is_int(value) -> bool:
+    """An integer that is not a bool (True would otherwise pass as 1)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _box(shape, dtype) -> spaces.Box:

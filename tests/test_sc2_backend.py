@@ -20,12 +20,6 @@ def test_missing_game_gives_a_clear_error(monkeypatch, tmp_path):
     assert any("empty_passive.SC2Map not found" in m for m in sc2.missing_requirements())
     with pytest.raises(ValueError, match="plays sc2_3-8sz and sc2_3-8MMM"):
         sc2.make_sc2_env("resource_collection")
-    import cpfast
-    monkeypatch.delenv("SC2PATH")
-    with pytest.raises(sc2.SC2Unavailable, match="SC2PATH is not set"):
-        cpfast.make_env("sc2_3-8MMM", backend="sc2")
-    with pytest.raises(ValueError, match="unknown backend"):
-        cpfast.make_env("sc2_3-8MMM", backend="smac")
 
 
 @pytest.mark.sc2

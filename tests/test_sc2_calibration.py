@@ -52,8 +52,6 @@ def test_bad_options_raise_errors_naming_the_option():
         cpfast.make_env(SZ, spawn_gap="wide")
     with pytest.raises(ValueError, match="unknown option 'enemy_leash' for rescue .it takes no options"):
         cpfast.make_env("rescue", enemy_leash=3)
-    with pytest.raises(ValueError, match="real game .backend='sc2'. takes none"):
-        cpfast.make_env(SZ, backend="sc2", enemy_leash=3)
     from cpfast import _envs  # the C++ side checks too
 
     with pytest.raises(ValueError, match="option cooldown_scale=20 for sc2_3-8MMM"):

@@ -54,7 +54,6 @@ def make_env(
     composition: str = "train",
     num_threads: int | None = None,
     eval_seed: int | None = None,
-    backend: str = "sim",
     **env_kwargs: float,
 ) -> VecEnv:
     """Builds ``num_envs`` environments of ``name`` stepped by one C++ runner.
@@ -62,20 +61,11 @@ def make_env(
     ``seed`` seeds training streams (env i: world ``derive(seed, i, 0)``, composition
     ``derive(seed, i, 1)``); with ``eval_seed`` every episode is an evaluation episode
     ``k = i + j * num_envs`` seeded from ``eval_seed`` (docs/interface.md §5). ``num_threads``
-    defaults to the machine's cores; results never depend on it. ``backend="sc2"`` plays the
-    StarCraft scenarios on an installed StarCraft II instead (``cpfast.envs.sc2``).
+    defaults to the machine's cores; results never depend on it. The StarCraft scenarios on an
+    installed StarCraft II are ``cpfast.envs.sc2.make_sc2_env`` instead.
     ``env_kwargs`` are the environment's named options (``env_options(name)``: the StarCraft
     simulator's *calibrate* parameters, docs/environments.md, StarCraft §12); absent ones keep their defaults.
     """
-    if backend == "sc2":
-        if env_kwargs:
-            raise ValueError(f"options {', '.join(sorted(env_kwargs))} are simulator parameters; the real game "
-                             "(backend='sc2') takes none")
-        from .sc2 import make_sc2_env
-
-        return make_sc2_env(name, num_envs=num_envs, seed=seed, composition=composition, eval_seed=eval_seed)
-    if backend != "sim":
-        raise ValueError(f"unknown backend {backend!r}; expected 'sim' or 'sc2'")
     if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     entry = REGISTRY[name]

@@ -85,10 +85,19 @@ def load(path: str | Path) -> dict:
     return payload
 
 
+def require(payload: dict, path, keys) -> None:
+    """``payload`` must hold ``keys``: a cpfast file of another kind (or a damaged one) is named as such."""
+    missing = [k for k in keys if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(map(repr, missing))}: it is not a training "
+                              "checkpoint written by python -m cpfast.train")
+
+
 def check_compatible(payload: dict, config: dict, path) -> None:
     """The architecture-defining fields of the stored config must equal ``config``'s."""
     keys = ARCHITECTURE_FIELDS
-    stored = payload.get("config", {})
+    require(payload, path, ("config",))
+    stored = payload["config"] if isinstance(payload["config"], dict) else {}
     wrong = [f"{k}: checkpoint {stored.get(k)!r} vs run {config[k]!r}" for k in keys if stored.get(k) != config[k]]
     if wrong:
         raise CheckpointError(f"checkpoint {path} belongs to a different configuration ({'; '.join(wrong)})")

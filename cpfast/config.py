@@ -54,6 +54,9 @@ class Config:
     kernels: str = "fused"  # "fused": compiled attention/mixing kernels where they can run; "torch": pure PyTorch
     num_threads: int = 0  # torch and env threads; 0 = all cores
     checkpoint_every: int = 100  # episode-iterations between checkpoints
+    # False: checkpoint_latest.pt leaves out the replay buffer (far smaller); a resume then refills
+    # an empty buffer and is no longer bit-exact with an uninterrupted run.
+    checkpoint_buffer: bool = True
     log_every: int = 10  # episode-iterations between log rows
     eval_every: int = 0  # episode-iterations between greedy evaluations during training; 0: five per run
 
@@ -87,6 +90,23 @@ class Config:
         for name in ("eval_every", "batch_size", "num_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or positive, got {getattr(self, name)}")
+        # Float fields come from flags (--beta) as well as --set: nan and inf must not slip through.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
+        check_beta(self.beta)
+        for name, low, high in (("gamma", 0.0, 1.0), ("eps_start", 0.0, 1.0), ("eps_end", 0.0, 1.0),
+                                ("imaginary_lambda", 0.0, 1.0), ("optim_alpha", 0.0, 1.0)):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got {getattr(self, name)}")
+        for name in ("lr", "optim_eps", "grad_norm_clip"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.vi_lambda < 0:
+            raise ValueError(f"vi_lambda must be 0 or positive, got {self.vi_lambda}")
+        if self.player_memory not in ("reference", "recurrent"):
+            raise ValueError(f"player_memory must be 'reference' or 'recurrent', got {self.player_memory!r}")
         return self
 
     def replace(self, **changes) -> "Config":
@@ -94,6 +114,15 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes).validate()
+
+
+def check_beta(beta, name: str = "beta") -> float:
+    """A communication threshold: a finite number >= 0, or -1 (send every time). nan would
+    silently never send and inf the same as a large number, so both are refused."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (
+            math.isfinite(beta) and (beta >= 0 or beta == -1)):
+        raise ValueError(f"{name} must be a finite number >= 0, or -1 to send every time; got {beta!r}")
+    return float(beta)
 
 
 # Paper Table 3 plus the reference code's defaults (docs/method.md §17): the dataclass defaults.
@@ -184,5 +213,5 @@ def from_dict(values: dict) -> Config:
     return Config().replace(**values)
 
 
-__all__ = ["COACH_METHODS", "Config", "ENV_PRESETS", "METHODS", "PRESETS", "default_preset", "from_dict",
+__all__ = ["COACH_METHODS", "check_beta", "Config", "ENV_PRESETS", "METHODS", "PRESETS", "default_preset", "from_dict",
            "parse_overrides", "parse_value", "preset", "to_dict"]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .checkpoint import CheckpointError
-from .config import Config, from_dict, parse_overrides
+from .config import Config, check_beta, from_dict, parse_overrides
 from .devices import resolve_device
 from .envs import REGISTRY, make_env
 from .envs.episodes import OUTCOMES
@@ -38,6 +38,8 @@ BETAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
 CSV_FIELDS = ("run_dir", "env", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
               "return_se", "comm_frequency")
 OUTCOME_FIELDS = tuple(OUTCOMES.values())  # win_rate, draw_rate, loss_rate: envs that report outcomes
+# What reading an eval.csv back needs (older files lack env, run_dir and checkpoint).
+REQUIRED_FIELDS = ("method", "seed", "composition", "beta", "return", "return_se", "comm_frequency")
 NA = "n/a"  # beta and communication frequency of methods without a coach (pandas reads it as NaN)
 
 
@@ -47,6 +49,7 @@ def load_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
     Raises CheckpointError naming the file when it is missing, corrupt, or not the run's."""
     path = Path(run_dir) / f"checkpoint_{which}.pt"
     payload = checkpoint.load(path)
+    checkpoint.require(payload, path, ("config", "learner"))
     config_json = Path(run_dir) / "config.json"
     if config_json.is_file():  # a checkpoint copied in from another run would silently mislead
         try:
@@ -158,8 +161,19 @@ def read_csv(path: str | Path) -> list[dict]:
     numeric = {"seed": int, "env_steps": int, "episodes": int, "beta": float, "return": float, "return_se": float,
                "comm_frequency": float, **{k: float for k in OUTCOME_FIELDS}}
     with open(path, newline="") as f:
-        return [{k: (None if v in (NA, "") else numeric[k](v) if k in numeric else v) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        missing = [k for k in REQUIRED_FIELDS if k not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}; expected an "
+                             f"eval.csv written by python -m cpfast.evaluate (columns {', '.join(CSV_FIELDS)})")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows.append({k: (None if v in (NA, "") else numeric[k](v) if k in numeric else v)
+                             for k, v in row.items()})
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path} line {line}: {error}") from None
+        return rows
 
 
 def markdown_table(summary: list[dict]) -> str:
@@ -210,14 +224,20 @@ def main(argv=None) -> list[dict]:
         raise SystemExit("error: --episodes must be positive")
     if not 0.0 <= args.eps <= 1.0:
         raise SystemExit(f"error: --eps must lie in [0, 1], got {args.eps}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"error: --threads must be positive, got {args.threads}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # found out before the evaluation, not after it
+        raise SystemExit(f"error: --out {out} is a file, not a folder")
     try:
+        for beta in args.betas:
+            check_beta(beta, "--betas")
         rows = evaluate_runs(args.run_dirs, args.compositions, args.betas, args.episodes, args.checkpoint,
                              args.device, args.threads, progress=True, overrides=parse_overrides(args.settings),
                              eps=args.eps, sample_strategies=args.sampled_strategies)
     except (CheckpointError, ValueError) as error:  # bad files, unknown compositions: a message, not a trace
         raise SystemExit(f"error: {error}") from None
     table = markdown_table(summarise(rows))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "eval.csv")
     acting = ("" if args.eps == 0 and not args.sampled_strategies else

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import CheckpointError
+from .config import check_beta
 from .envs import REGISTRY, make_env
 from .envs.render import record_episode_gif
 from .envs.episodes import OUTCOMES, run_episodes
@@ -45,6 +47,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", metavar="RUN_DIR", help="play the trained team of this run (its latest checkpoint)")
     p.add_argument("--beta", type=float, default=0.0, help="communication threshold of a trained coach (default 0)")
     args = p.parse_args(argv)
+    counts = (("--episodes", args.episodes), ("--num-envs", args.num_envs), ("--gif-frames", args.gif_frames),
+              ("--threads", args.threads))
+    for flag, value in counts:
+        if value is not None and value < 1:
+            p.error(f"{flag} must be positive, got {value}")
+    if args.speed_envs < 0:
+        p.error(f"--speed-envs must be 0 (skip) or positive, got {args.speed_envs}")
+    try:
+        check_beta(args.beta, "--beta")
+    except ValueError as error:
+        p.error(str(error))
+    if args.gif and not Path(args.gif).resolve().parent.is_dir():  # found out before the episodes, not after
+        p.error(f"--gif {args.gif}: the folder {Path(args.gif).resolve().parent} does not exist")
     if args.checkpoint:
         return args
     names = policy_names(args.env)
@@ -52,10 +67,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.policy = names[-1]  # the env's own scripted heuristic, else random
     elif args.policy not in names:
         p.error(f"policy {args.policy!r} is not available for {args.env}; choose one of: {', '.join(names)}")
-    counts = (("--episodes", args.episodes), ("--num-envs", args.num_envs), ("--gif-frames", args.gif_frames))
-    for flag, value in counts:
-        if value is not None and value < 1:
-            p.error(f"{flag} must be positive, got {value}")
     return args
 
 

@@ -27,17 +27,35 @@ import numpy as np  # noqa: E402
 
 from .evaluate import read_csv, summarise  # noqa: E402
 
+PROGRESS_COLUMNS = ("env_steps", "train_return")  # what the learning curves read from progress.csv
+
 
 def read_progress(run_dir: str | Path) -> tuple[str, str, np.ndarray, np.ndarray]:
     """The run's env and method and its (env_steps, train_return) log, rows without a return dropped."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    with open(run_dir / "progress.csv", newline="") as f:
-        rows = [(float(r["env_steps"]), float(r["train_return"])) for r in csv.DictReader(f)]
+    config_path, log_path = run_dir / "config.json", run_dir / "progress.csv"
+    for path in (config_path, log_path):
+        if not path.is_file():
+            raise ValueError(f"{run_dir} is not a run directory: it has no {path.name}")
+    try:
+        config = json.loads(config_path.read_text())
+        method = config["method"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{config_path} does not hold a run configuration with a method ({error!r})") from None
+    with open(log_path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [k for k in PROGRESS_COLUMNS if k not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{log_path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}; expected "
+                             f"a progress.csv written by python -m cpfast.train (columns {', '.join(PROGRESS_COLUMNS)}, ...)")
+        try:
+            rows = [(float(r["env_steps"]), float(r["train_return"])) for r in reader]
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{log_path} line {reader.line_num}: {error}") from None
     log = np.array([r for r in rows if not math.isnan(r[1])]).reshape(-1, 2)
     if not len(log):
-        raise ValueError(f"{run_dir / 'progress.csv'} has no logged training return yet")
-    return config.get("env", "resource_collection"), config["method"], log[:, 0], log[:, 1]
+        raise ValueError(f"{log_path} has no logged training return yet")
+    return config.get("env", "resource_collection"), method, log[:, 0], log[:, 1]
 
 
 def plot_learning_curves(run_dirs, path: str | Path, points: int = 200) -> Path:
@@ -137,18 +155,25 @@ def main(argv=None) -> list[Path]:
     if not args.run_dirs and not args.eval_csv:
         raise SystemExit("error: give at least one RUN_DIR or --eval-csv")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file, not a folder")
+    if args.eval_csv and not Path(args.eval_csv).is_file():
+        raise SystemExit(f"error: --eval-csv {args.eval_csv}: no such file")
     written = []
     try:
+        for run_dir in args.run_dirs:  # bad logs are named before anything is written
+            read_progress(run_dir)
+        rows = read_csv(args.eval_csv) if args.eval_csv else None
+        out.mkdir(parents=True, exist_ok=True)
         if args.run_dirs:
             written.append(plot_learning_curves(args.run_dirs, out / "learning_curves.png"))
-        if args.eval_csv:
-            figure = plot_reward_vs_communication(read_csv(args.eval_csv), out / "reward_vs_communication.png")
+        if rows is not None:
+            figure = plot_reward_vs_communication(rows, out / "reward_vs_communication.png")
             if figure is None:
                 print(f"{args.eval_csv} has no coach-method rows: no reward_vs_communication.png")
             else:
                 written.append(figure)
-            figure = plot_win_rates(read_csv(args.eval_csv), out / "win_rates.png")
+            figure = plot_win_rates(rows, out / "win_rates.png")
             if figure is not None:
                 written.append(figure)
     except (OSError, KeyError, ValueError) as error:  # missing or malformed logs: a message, not a trace

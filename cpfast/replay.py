@@ -3,6 +3,8 @@ the per-env windows that cut rollouts into segments."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -24,6 +26,57 @@ def slot_fields(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]
         "valid": ((), torch.uint8),  # the slot is a TD sample
         "done": ((), torch.uint8),  # no bootstrap after this sample
     }
+
+
+def slot_bytes(spec: EnvSpec) -> int:
+    """Bytes of one slot of a SegmentBuffer."""
+    return sum(int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+               for shape, dtype in slot_fields(spec).values())
+
+
+def buffer_bytes(spec: EnvSpec, capacity: int, period: int, state_dim: int = 0) -> int:
+    """What a SegmentBuffer of ``capacity`` segments of ``period + 1`` slots allocates."""
+    start = spec.max_agents * (state_dim * 4 + 1) if state_dim else 0  # recurrent start state and action
+    return capacity * ((period + 1) * slot_bytes(spec) + start)
+
+
+def available_memory(device) -> int | None:
+    """Bytes that can still be allocated on ``device`` (Linux MemAvailable, else physical memory;
+    the free memory of a CUDA device); None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_buffer_fits(spec: EnvSpec, capacity: int, period: int, device, state_dim: int = 0,
+                      checkpointed: bool = True) -> None:
+    """Refuses, before allocating, a replay buffer larger than the memory available: the
+    allocation would otherwise take minutes to fail or get the process killed. Writing a
+    checkpoint copies the buffer's filled part to CPU memory, so that counts too."""
+    need, device = buffer_bytes(spec, capacity, period, state_dim), torch.device(device)
+    demands = {device.type: need}
+    if checkpointed:
+        demands["cpu"] = demands.get("cpu", 0) + need
+    for where, amount in demands.items():
+        free = available_memory(where)
+        if free is None or amount <= free:
+            continue
+        copy = " (and as much again to write it into a checkpoint)" if checkpointed and where == "cpu" else ""
+        fits = max(1, int(0.9 * free * capacity / amount))
+        raise ValueError(f"the replay buffer would need {need / 1e9:.1f} GB ({capacity:,} segments x {period + 1} "
+                         f"slots x {slot_bytes(spec):,} bytes){copy} but {free / 1e9:.1f} GB of {where} memory is "
+                         f"available; lower buffer_size (--set buffer_size={fits} fits) or period")
 
 
 class SegmentBuffer:
@@ -62,9 +115,11 @@ class SegmentBuffer:
         return {name: storage[index] for name, storage in self.data.items()}
 
     def state_dict(self) -> dict:
-        # clone: a slice saved as it is would drag its whole preallocated storage into the file
+        # clone: a slice saved as it is would drag its whole preallocated storage into the file (a
+        # full buffer is saved as it is, without a second copy in memory)
         return {"size": self.size, "next": self.next,
-                "data": {k: v[: self.size].cpu().clone() for k, v in self.data.items()}}
+                "data": {k: v if self.size == self.capacity and v.device.type == "cpu" else v[: self.size].cpu().clone()
+                         for k, v in self.data.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         size = state["size"]

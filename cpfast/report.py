@@ -68,7 +68,10 @@ def find_runs(paths) -> tuple[list[Run], list[str]]:
                 if not (path / name / "config.json").is_file():
                     notes.append(f"missing: {path / name} (never started)")
         for run_dir in dirs:
-            config = to_dict(from_dict(json.loads((run_dir / "config.json").read_text())))
+            try:
+                config = to_dict(from_dict(json.loads((run_dir / "config.json").read_text())))
+            except (ValueError, TypeError, AttributeError) as error:
+                raise ValueError(f"{run_dir / 'config.json'} does not hold a run configuration: {error}") from None
             finished = (run_dir / "summary.json").is_file()
             run = Run(run_dir, config, finished)
             if (run_dir / "eval.csv").is_file():
@@ -344,6 +347,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     try:
+        if args.reps < 1:
+            raise ValueError(f"--reps must be positive, got {args.reps}")
         pairs = parse_pairs(args.compare)
         runs, notes = find_runs(args.paths)
     except ValueError as error:

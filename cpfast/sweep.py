@@ -28,7 +28,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .config import METHODS, PRESETS, default_preset, parse_overrides, to_dict
+from .config import METHODS, PRESETS, check_beta, default_preset, parse_overrides, to_dict
 from .envs import make_env
 from .evaluate import BETAS, evaluate_runs, write_csv
 from .experiment import make_config
@@ -242,15 +242,25 @@ def _planned_steps(cell: Cell, threads: int) -> int:
 # ---------------------------------------------------------------------- command line
 def sweep_from_file(path: str) -> dict:
     """A YAML or JSON file with the command line's keys: env(s), methods, seeds, preset(s), set, grid, ..."""
+    if not Path(path).is_file():
+        raise ValueError(f"no sweep file at {path}")
     text = Path(path).read_text()
     if path.endswith((".yaml", ".yml")):
         try:
             import yaml
         except ImportError:
             raise SystemExit(f"error: reading {path} needs PyYAML ({INSTALL_HINT})") from None
-        spec = yaml.safe_load(text)
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError as error:  # its own message spans several lines
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{path} is not valid YAML: {getattr(error, 'problem', None) or error}{where}") from None
     else:
-        spec = json.loads(text)
+        try:
+            spec = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"{path} is not valid JSON (YAML files end in .yaml or .yml): {error}") from None
     if not isinstance(spec, dict):
         raise ValueError(f"{path} must hold a mapping of sweep settings")
     return spec
@@ -327,6 +337,14 @@ def main(argv=None) -> dict:
         threads = int(spec.get("threads_per_run", 1))
         if threads < 1:
             raise ValueError(f"threads per run must be positive, got {threads}")
+        if not float(spec.get("gpus_per_run", 0.0)) >= 0:
+            raise ValueError(f"gpus per run must be 0 or positive, got {spec['gpus_per_run']}")
+        if spec.get("eval_episodes") is not None and int(spec["eval_episodes"]) < 1:
+            raise ValueError(f"eval episodes must be positive, got {spec['eval_episodes']}")
+        for beta in spec.get("betas") or ():
+            check_beta(beta, "betas")
+        if args.max_failures < 0:
+            raise ValueError(f"--max-failures must be 0 or positive, got {args.max_failures}")
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     out = Path(spec.get("out") or os.path.join("sweeps", cells[0].env))

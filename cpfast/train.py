@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import io
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ from .envs import REGISTRY, make_env
 from .envs.episodes import OUTCOMES
 from .experiment import make_config
 from .learner import Learner
-from .replay import SegmentBuffer, SegmentWindows
+from .replay import SegmentBuffer, SegmentWindows, check_buffer_fits
 from .rollout import Team, epsilon, evaluate, to_tensors
 
 LOG_FIELDS = ("iteration", "env_steps", "updates", "epsilon", "train_return", "loss", "td_loss", "vi_loss", "entropy",
@@ -88,6 +90,7 @@ class Trainer:
         self.spec = self.env.spec
         self.learner = Learner(self.spec, cfg, self.device, cfg.seed)
         state_dim = cfg.hidden_dim if cfg.player_memory == "recurrent" else 0
+        check_buffer_fits(self.spec, cfg.buffer_size, cfg.period, self.device, state_dim, cfg.checkpoint_buffer)
         self.buffer = SegmentBuffer(self.spec, cfg.buffer_size, cfg.period, self.device, state_dim)
         self.windows = SegmentWindows(self.spec, cfg.n_envs, cfg.period, cfg.segment_tail, cfg.truncation_is_terminal,
                                       state_dim)
@@ -124,19 +127,35 @@ class Trainer:
         }
 
     def save(self) -> None:
-        # best_return first, so that the latest checkpoint (what a resume starts from) knows the best.
+        # best_return first, so that the latest checkpoint (what a resume starts from) knows the best;
+        # the best file before the latest, so that a kill between the two writes resumes from the
+        # previous latest, which redoes the iteration and writes the same best again.
         train_return = np.mean(self.recent_returns) if self.recent_returns else -float("inf")
         improved = train_return > self.best_return
         if improved:
             self.best_return = float(train_return)
-        checkpoint.save_atomic(self._payload(with_buffer=True), self.run_dir / "checkpoint_latest.pt")
-        if improved:
             checkpoint.save_atomic(self._payload(with_buffer=False), self.run_dir / "checkpoint_best.pt")
+        checkpoint.save_atomic(self._payload(with_buffer=self.cfg.checkpoint_buffer),
+                               self.run_dir / "checkpoint_latest.pt")
 
     def restore(self, payload: dict) -> None:
-        checkpoint.check_compatible(payload, to_dict(self.cfg), self.run_dir / "checkpoint_latest.pt")
+        path = self.run_dir / "checkpoint_latest.pt"
+        checkpoint.check_compatible(payload, to_dict(self.cfg), path)
+        checkpoint.require(payload, path, RESUME_KEYS)
+        try:
+            self._restore(payload)
+        except checkpoint.CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # a damaged or foreign payload
+            raise checkpoint.CheckpointError(f"checkpoint {path} cannot be resumed: {error!r}") from error
+
+    def _restore(self, payload: dict) -> None:
         self.learner.load_state_dict(payload["learner"])
-        self.buffer.load_state_dict(payload["buffer"])
+        if payload["buffer"] is None:  # a light checkpoint (checkpoint_buffer false)
+            print(f"notice: {self.run_dir / 'checkpoint_latest.pt'} holds no replay buffer (checkpoint_buffer=false): "
+                  "the run goes on with an empty one, so it will not match an uninterrupted run", file=sys.stderr)
+        else:
+            self.buffer.load_state_dict(payload["buffer"])
         self.env.reset()
         for i, state in enumerate(payload["env_states"]):
             self.env.set_state(i, state)
@@ -178,7 +197,9 @@ class Trainer:
         last = self.n_iters if stop_at is None else min(stop_at, self.n_iters)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.remove_stale_temporaries(self.run_dir)
-        (self.run_dir / "config.json").write_text(json.dumps(to_dict(self.cfg), indent=2))
+        for stale in self.run_dir.glob(".*.tmp"):  # _write_atomic's, from a run killed while writing
+            stale.unlink(missing_ok=True)
+        _write_atomic(self.run_dir / "config.json", json.dumps(to_dict(self.cfg), indent=2))
         if self.obs is None:
             self.obs = self.env.reset()
         from torch.utils.tensorboard import SummaryWriter
@@ -240,7 +261,7 @@ class Trainer:
             summary["evaluation"] = {k: v for k, v in evaluation.items() if k not in ("iteration", "env_steps")}
             writer.add_hparams({k: v for k, v in to_dict(self.cfg).items() if isinstance(v, (int, float, str, bool))},
                                {"hparam/final_return": evaluation["return"]}, run_name="hparams")
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            _write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         writer.close()
         return summary
 
@@ -311,13 +332,16 @@ class _CsvLog:
     """A CSV log opened for appending (or fresh, with its header), flushed after every row."""
 
     def __init__(self, path: Path, fields: tuple[str, ...], fresh: bool):
-        self.path, self.fields, self.fresh = path, fields, fresh or not path.exists()
+        # An empty file is one a killed run opened before its header reached the disk.
+        self.path, self.fields = path, fields
+        self.fresh = fresh or not path.exists() or path.stat().st_size == 0
 
     def __enter__(self):
         self.file = open(self.path, "w" if self.fresh else "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=self.fields)
         if self.fresh:
             self.writer.writeheader()
+            self.file.flush()
         return self
 
     def write(self, row: dict) -> None:
@@ -335,10 +359,24 @@ def _truncate_log(path: Path, iteration: int) -> None:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames, [row for row in reader if int(row["iteration"]) <= iteration]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    if not fields:  # empty: killed before its header was written; _CsvLog starts it afresh
+        return
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(path, text.getvalue())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A kill mid-write leaves the old file, never a cut one (a cut config.json stops a resume,
+    a cut summary.json makes a sweep take the run for finished)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _duration(seconds: float) -> str:
@@ -346,7 +384,12 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
 
-MACHINE_FIELDS = ("device", "num_threads", "kernels")  # what a resumed run may change
+# What a resumed run may change: how it runs, not what it computes (checkpoint_buffer: what its
+# checkpoints hold).
+MACHINE_FIELDS = ("device", "num_threads", "kernels", "checkpoint_buffer")
+# What a checkpoint must hold to be resumed (windows, team and metrics are optional: old files).
+RESUME_KEYS = ("config", "learner", "buffer", "env_states", "rollout_generator", "sample_generator", "iteration",
+               "counter", "last_update", "recent_returns", "best_return")
 RUN_FILES = ("checkpoint_latest.pt", "progress.csv", "summary.json")  # a run directory in use
 
 
@@ -392,21 +435,27 @@ def config_from_args(args: argparse.Namespace) -> tuple[str | None, dict]:
 def resume_trainer(run_dir: str | Path, changes: dict | None = None) -> Trainer:
     """A trainer restored from ``run_dir/checkpoint_latest.pt``, which must hold the run that
     ``run_dir/config.json`` describes. ``changes`` may set the machine fields (device, threads,
-    kernels) and ``total_steps`` (to extend a run); anything else is refused."""
+    kernels, checkpoint_buffer) and ``total_steps`` (to extend a run); other fields may be given
+    only with the run's own values (the command that started the run, repeated with --resume)."""
     changes = dict(changes or {})
-    fixed = sorted(set(changes) - set(MACHINE_FIELDS) - {"total_steps"})
-    if fixed:
-        raise ValueError(f"a resumed run keeps its configuration; only {', '.join(MACHINE_FIELDS)} and total_steps "
-                         f"(--steps) may change, got {', '.join(fixed)}")
     path = Path(run_dir) / "checkpoint_latest.pt"
     payload = checkpoint.load(path)
+    checkpoint.require(payload, path, ("config",))
     try:
         stored = from_dict(payload["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise checkpoint.CheckpointError(f"checkpoint {path} holds no usable configuration ({error})") from None
+    fixed = [f"{k} {v!r} (the run's: {getattr(stored, k, None)!r})" for k, v in sorted(changes.items())
+             if k not in MACHINE_FIELDS and k != "total_steps" and getattr(stored, k, None) != v]
+    if fixed:
+        raise ValueError(f"a resumed run keeps its configuration; only {', '.join(MACHINE_FIELDS)} and total_steps "
+                         f"(--steps) may change, got {', '.join(fixed)}")
     config_json = Path(run_dir) / "config.json"
     if config_json.is_file():
-        run = to_dict(from_dict(json.loads(config_json.read_text())))
+        try:
+            run = to_dict(from_dict(json.loads(config_json.read_text())))
+        except (ValueError, TypeError, AttributeError) as error:
+            raise checkpoint.CheckpointError(f"{config_json} does not hold a run configuration: {error}") from None
         wrong = [f"{k}: checkpoint {v!r} vs config.json {run[k]!r}" for k, v in to_dict(stored).items()
                  if k not in MACHINE_FIELDS and run[k] != v]
         if wrong:
@@ -425,11 +474,15 @@ def main(argv=None) -> dict:
         preset_name, overrides = config_from_args(args)
         if args.resume:
             if not args.run_dir:
-                raise SystemExit("--resume needs --run-dir")
+                raise SystemExit("error: --resume needs --run-dir")
+            if not Path(args.run_dir).is_dir():
+                raise SystemExit(f"error: --run-dir {args.run_dir} is not a folder, so there is no run to resume")
             trainer = resume_trainer(args.run_dir, overrides)
         else:
             cfg = make_config(overrides.pop("env", None), preset_name, **overrides)
             run_dir = Path(args.run_dir or os.path.join("runs", f"{cfg.env}_{cfg.method}_s{cfg.seed}"))
+            if run_dir.exists() and not run_dir.is_dir():
+                raise SystemExit(f"error: --run-dir {run_dir} is a file, not a folder")
             held = [name for name in RUN_FILES if (run_dir / name).exists()]
             if held and not args.overwrite:
                 raise SystemExit(f"error: {run_dir} already holds a run ({', '.join(held)}); continue it with "

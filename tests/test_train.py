@@ -269,7 +269,7 @@ def test_resume_refuses_other_runs_and_fixed_flags_and_extends_with_steps(tmp_pa
     args = ["--preset", "quick", "--steps", str(145 * 8), "--eval-episodes", "2", "--run-dir", str(run_dir),
             "--no-progress", "--threads", "1", "--set", "hidden_dim=16"]
     train_main(args)
-    with pytest.raises(SystemExit, match="only device, num_threads, kernels and total_steps"):
+    with pytest.raises(SystemExit, match="only device, num_threads, kernels, checkpoint_buffer and total_steps.*seed 3 .the run's: 0"):
         train_main(["--run-dir", str(run_dir), "--resume", "--seed", "3"])
     summary = train_main(["--run-dir", str(run_dir), "--resume", "--no-progress", "--steps", str(2 * 145 * 8)])
     assert summary["iterations"] == 2 and summary["env_steps"] == 2 * 145 * 8
@@ -376,3 +376,23 @@ def test_acting_and_the_learner_see_the_same_inputs_across_joins_and_leaves(meth
                 compared += 1
                 joiners_checked += int(k > 0 and not present[k - 1, i])
     assert compared > 100 and joiners_checked >= 3
+
+
+def test_light_checkpoints_leave_out_the_buffer_and_resume_with_a_notice(tmp_path, capsys):
+    from cpfast.train import resume_trainer
+
+    cfg = tiny(total_steps=3 * 145 * 2)
+    Trainer(cfg, tmp_path / "full").run(progress=False, stop_at=2)
+    Trainer(cfg.replace(checkpoint_buffer=False), tmp_path / "light").run(progress=False, stop_at=2)
+    full, light = (tmp_path / d / "checkpoint_latest.pt" for d in ("full", "light"))
+    assert checkpoint.load(light)["buffer"] is None and checkpoint.load(full)["buffer"]["size"] > 0
+    assert light.stat().st_size < full.stat().st_size / 2
+    capsys.readouterr()
+    resumed = resume_trainer(tmp_path / "light", {"checkpoint_buffer": True})  # a machine field: may change
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert len(notice) == 1 and "no replay buffer" in notice[0] and "not match an uninterrupted run" in notice[0]
+    assert len(resumed.buffer) == 0 and resumed.iteration == 2
+    updates = resumed.learner.n_updates
+    summary = resumed.run(progress=False)  # refills the buffer, updates again once it holds a batch
+    assert summary["iterations"] == 3 and len(resumed.buffer) > 0 and resumed.learner.n_updates > updates
+    assert checkpoint.load(light)["buffer"]["size"] == len(resumed.buffer)  # buffered from now on

@@ -149,6 +149,16 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as error:  # a damaged or foreign payload
             raise checkpoint.CheckpointError(f"checkpoint {path} cannot be resumed: {error!r}") from error
 
+    def _team_from_actor(self, actor: dict) -> dict:
+        """The acting state of a checkpoint written before training acted through ``Team`` (its
+        ``actor`` held memory, previous actions and strategies): the episode steps are the
+        windows', the slots present those of the restored observation (so no join is seen), and a
+        present slot past its episode's first step has had its strategy. Resumes exactly."""
+        t = torch.as_tensor(self.windows.t.copy())
+        present = torch.as_tensor(self.obs["agent_present"]).bool()
+        received = present & (t > 0)[:, None] if self.cfg.uses_coach else torch.zeros_like(present)
+        return dict(actor, t=t, present=present, received=received)
+
     def _restore(self, payload: dict) -> None:
         self.learner.load_state_dict(payload["learner"])
         if payload["buffer"] is None:  # a light checkpoint (checkpoint_buffer false)
@@ -164,7 +174,7 @@ class Trainer:
         # exact only when they were taken at episode boundaries (Resource Collection, Rescue).
         if "windows" in payload:
             self.windows.load_state_dict(payload["windows"])
-            self.team.load_state_dict(payload["team"])
+            self.team.load_state_dict(payload["team"] if "team" in payload else self._team_from_actor(payload["actor"]))
             self.metrics = dict(payload["metrics"])
         self.rollout_generator.set_state(payload["rollout_generator"])
         self.sample_generator.set_state(payload["sample_generator"])

@@ -396,3 +396,22 @@ def test_light_checkpoints_leave_out_the_buffer_and_resume_with_a_notice(tmp_pat
     summary = resumed.run(progress=False)  # refills the buffer, updates again once it holds a batch
     assert summary["iterations"] == 3 and len(resumed.buffer) > 0 and resumed.learner.n_updates > updates
     assert checkpoint.load(light)["buffer"]["size"] == len(resumed.buffer)  # buffered from now on
+
+
+@pytest.mark.parametrize("method", ["copa", "aqmix"])
+def test_checkpoints_from_before_the_one_acting_loop_resume_exactly(tmp_path, method):
+    """A checkpoint whose acting state is the old ``actor`` (memory, previous actions, strategies)
+    resumes into ``Team`` and gives the uninterrupted run's parameters."""
+    cfg = tiny(method=method)
+    straight = Trainer(cfg, tmp_path / "straight")
+    straight.run(progress=False)
+    Trainer(cfg, tmp_path / "old").run(progress=False, stop_at=2)
+    path = tmp_path / "old" / "checkpoint_latest.pt"
+    payload = checkpoint.load(path)
+    team = payload.pop("team")
+    payload["actor"] = {k: team[k] for k in ("state", "prev_actions", "strategy") if k in team}
+    resumed = Trainer(cfg, tmp_path / "old")
+    resumed.restore(payload)
+    resumed.run(progress=False)
+    for (name, p), q in zip(straight.learner.online.named_parameters(), resumed.learner.online.parameters()):
+        assert torch.equal(p, q), name

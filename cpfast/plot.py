@@ -58,11 +58,33 @@ def read_progress(run_dir: str | Path) -> tuple[str, str, np.ndarray, np.ndarray
     return config.get("env", "resource_collection"), method, log[:, 0], log[:, 1]
 
 
+def read_evals(run_dir: str | Path) -> dict[float, float]:
+    """The run's periodic greedy evaluations (``evals.csv``): env steps -> return; empty if none."""
+    path = Path(run_dir) / "evals.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [k for k in ("env_steps", "return") if k not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}; expected an "
+                             "evals.csv written by python -m cpfast.train")
+        try:
+            return {float(r["env_steps"]): float(r["return"]) for r in reader}
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path} line {reader.line_num}: {error}") from None
+
+
 def plot_learning_curves(run_dirs, path: str | Path, points: int = 200) -> Path:
+    """Training return (solid, with its s.e. band over seeds) and, where runs logged them, the
+    periodic greedy evaluations at the same steps (dashed, markers: mean over the seeds that have
+    that point), per env."""
     by_env: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
+    evals: dict[str, dict[str, list[dict[float, float]]]] = {}
     for run_dir in run_dirs:
         env, method, steps, returns = read_progress(run_dir)
         by_env.setdefault(env, {}).setdefault(method, []).append((steps, returns))
+        evals.setdefault(env, {}).setdefault(method, []).append(read_evals(run_dir))
     fig, axes = plt.subplots(1, len(by_env), figsize=(7 * len(by_env), 4.5), squeeze=False)
     for ax, (env, by_method) in zip(axes[0], sorted(by_env.items())):
         for method, curves in sorted(by_method.items()):
@@ -72,9 +94,16 @@ def plot_learning_curves(run_dirs, path: str | Path, points: int = 200) -> Path:
             values = np.stack([np.interp(grid, s, r) for s, r in curves])
             mean = values.mean(axis=0)
             se = values.std(axis=0, ddof=1) / math.sqrt(len(values)) if len(values) > 1 else np.zeros_like(mean)
-            line, = ax.plot(grid, mean, marker="o" if len(grid) == 1 else None, label=f"{method} ({len(curves)} seeds)")
+            seeds = f"{len(curves)} seed{'s' * (len(curves) > 1)}"
+            line, = ax.plot(grid, mean, marker="o" if len(grid) == 1 else None, label=f"{method} ({seeds})")
             ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.25, linewidth=0)
-        ax.set(xlabel="env steps", ylabel="training return (mean ± s.e. over seeds)", title=f"{env}: learning curves")
+            runs = [e for e in evals[env][method] if e]
+            at = sorted({s for e in runs for s in e})
+            if at:
+                greedy = [np.mean([e[s] for e in runs if s in e]) for s in at]
+                ax.plot(at, greedy, "--", marker="s", color=line.get_color(), label=f"{method}: greedy evaluation")
+        ax.set(xlabel="env steps", ylabel="return (mean ± s.e. over seeds)",
+               title=f"{env}: training return (ε-greedy) and greedy evaluations")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -163,6 +192,7 @@ def main(argv=None) -> list[Path]:
     try:
         for run_dir in args.run_dirs:  # bad logs are named before anything is written
             read_progress(run_dir)
+            read_evals(run_dir)
         rows = read_csv(args.eval_csv) if args.eval_csv else None
         out.mkdir(parents=True, exist_ok=True)
         if args.run_dirs:

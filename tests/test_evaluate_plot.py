@@ -114,6 +114,15 @@ def test_evaluate_and_plot(runs, tmp_path):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
             image.verify()
+    for run in runs:  # the learning curves read each run's periodic greedy evaluations too
+        with open(run / "evals.csv") as f:
+            expected = {float(r["env_steps"]): float(r["return"]) for r in csv.DictReader(f)}
+        assert expected and plot.read_evals(run) == expected
+    (out / "bad").mkdir()
+    (out / "bad" / "evals.csv").write_text("iteration,steps\n1,2\n")
+    with pytest.raises(ValueError, match="evals.csv lacks the columns env_steps, return"):
+        plot.read_evals(out / "bad")
+    assert plot.read_evals(tmp_path / "nowhere") == {}
 
 
 def test_frequency_counts_only_requested_episodes(runs):

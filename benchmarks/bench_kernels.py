@@ -8,10 +8,11 @@ Sizes (docs/performance.md): rows = 512 segments x 5 slots, A = 6 agent slots, N
 rollouts of Resource Collection (team sizes 2-4 of 6 slots), as in training.
 
 Attention paths, all computing the player's attention as the network does (keys = values = the
-shared rows h, one output per head): ``fused`` (cpfast._kernels), ``torch`` (the best pure-torch
-formulation, ``cpfast.nn.attention.pooled_heads_torch``, which ``kernels="torch"`` runs) and ``twin`` (the
-operator's reference, ``cpfast.ops.entity_attention_reference``). Ratios are against the
-faster of the two pure-torch paths.
+shared rows h, one output per head): ``fused`` (cpfast._kernels), ``torch`` (the operator's
+pure-torch twin, ``cpfast.ops.entity_attention_reference``, on keys and values shared by every
+head: the agent-major formulation that ``kernels="torch"`` runs) and ``twin`` (the same twin given
+per-head copies of keys and values, its general layout). Ratios are against the faster of the two
+pure-torch paths.
 """
 
 import pytest
@@ -20,7 +21,6 @@ import torch
 from cpfast import ops
 from cpfast.config import preset
 from cpfast.learner import prepare_batch
-from cpfast.nn.attention import pooled_heads_torch
 from cpfast.ops import fused
 
 from bench_train import filled_buffer, median_update_seconds
@@ -43,8 +43,9 @@ def paper_batch():
 
 ATTENTION_PATHS = {  # queries come pre-scaled, as in the network (the scale is folded into W_Q W_K^T)
     "fused": lambda q, h, mask: fused.entity_attention_op(q, h.unsqueeze(2), None, mask, 1.0, False)[0],
-    "torch": pooled_heads_torch,
-    "twin": lambda q, h, mask: ops.entity_attention_reference(q, h.unsqueeze(2), h.unsqueeze(2), mask, 1.0, False),
+    "torch": lambda q, h, mask: ops.entity_attention_reference(q, h.unsqueeze(2), h.unsqueeze(2), mask, 1.0, False),
+    "twin": lambda q, h, mask: ops.entity_attention_reference(q, *[h.unsqueeze(2).expand(-1, -1, q.shape[2], -1)] * 2,
+                                                              mask, 1.0, False),
 }
 
 

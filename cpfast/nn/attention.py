@@ -16,7 +16,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import ops
-from ..ops import masked_attention_probs
 
 
 class EntityAttention(nn.Module):
@@ -48,34 +47,19 @@ class EntityAttention(nn.Module):
         query_like = agents.view(rows, n_agents, 1, dim)  # what the dispatcher checks: device, dtype, width
         fused = ops.use_fused("entity_attention", self.kernels,
                               ops.attention_fallback_reason(query_like, shared, shared, mask))
-        if fused:
-            # The kernel never reads the query or output-gradient rows of a fully masked query,
-            # so those rows of the [R*A, H*dh] tensors are left unwritten instead of zeroed.
-            queries = _rows_matmul(agents, bilinear, active, fill=False).view(rows, n_agents, heads, dim)
-            pooled = ops.fused.entity_attention_op(queries, shared, None, mask, 1.0, False)[0]
-            pooled = pooled.reshape(rows * n_agents, heads * dim)
-            selected = pooled if active is None else _TakeRows.apply(pooled, active)
+        # The fused kernel never reads the query or output-gradient rows of a fully masked query,
+        # so with it those rows of the [R*A, H*dh] tensors are left unwritten instead of zeroed.
+        queries = _rows_matmul(agents, bilinear, active, fill=not fused).view(rows, n_agents, heads, dim)
+        pooled = ops.entity_attention(queries, shared, shared, mask, 1.0, average=False,
+                                      kernels="fused" if fused else "torch").reshape(rows * n_agents, heads * dim)
+        if active is None:
+            selected = pooled
         else:
-            queries = _rows_matmul(agents, bilinear, active).view(rows, n_agents, heads, dim)
-            pooled = pooled_heads_torch(queries, h, mask).reshape(rows * n_agents, heads * dim)
-            selected = pooled if active is None else pooled.index_select(0, active)
+            selected = _TakeRows.apply(pooled, active) if fused else pooled.index_select(0, active)
         out = selected @ w_v
         if active is not None:  # absent agents' outputs are read downstream: exact zeros
             out = out.new_zeros(rows * n_agents, dim).index_copy_(0, active, out)
         return out.view(rows, n_agents, dim)
-
-
-def pooled_heads_torch(queries: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The pure-torch path between the projections: queries [R, A, H, dh] (already scaled),
-    keys = values h [R, N_E, dh], mask [R, A, N_E] -> every head's pooled rows [R, A, H, dh].
-
-    Agent-major, head-minor layout [R, A*H, dh] throughout: a query row's H heads sit next to
-    each other, so the per-row products need no transposes and the pooled rows come out
-    already concatenated over heads for the value projection."""
-    rows, n_agents, heads, dim = queries.shape
-    scores = torch.bmm(queries.reshape(rows, n_agents * heads, dim), h.transpose(1, 2)).view(rows, n_agents, heads, -1)
-    probs = masked_attention_probs(scores, mask.unsqueeze(2).to(scores.dtype))
-    return torch.bmm(probs.view(rows, n_agents * heads, -1), h).view(rows, n_agents, heads, dim)
 
 
 def _rows_matmul(x: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor | None, fill: bool = True) -> torch.Tensor:

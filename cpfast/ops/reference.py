@@ -18,9 +18,24 @@ def masked_attention_probs(scores: torch.Tensor, mask: torch.Tensor) -> torch.Te
 def entity_attention_reference(q, k, v, mask, scale: float, average: bool = True) -> torch.Tensor:
     """q [R, A, H, d]; k, v [R, N, KH, d] with KH in {1, H} (1: shared by every head);
     mask [R, A, N]. Returns [R, A, d] (heads averaged) or [R, A, H, d]."""
+    if k.shape[2] == 1 and v.shape[2] == 1:
+        return _shared_kv_attention(q, k[:, :, 0], v[:, :, 0], mask, scale, average)
     scores = torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) * scale  # [R, H, A, N]
     weights = masked_attention_probs(scores, mask.unsqueeze(1).to(scores.dtype))
     out = torch.matmul(weights, v.transpose(1, 2)).transpose(1, 2)  # [R, A, H, d]
+    return out.mean(dim=2) if average else out
+
+
+def _shared_kv_attention(q, k, v, mask, scale: float, average: bool) -> torch.Tensor:
+    """Keys k and values v [R, N, d] shared by every head, in agent-major, head-minor layout
+    [R, A*H, d]: a query row's H heads sit side by side, so the products need no transposes and
+    the pooled rows come out already concatenated over heads (the fast torch formulation)."""
+    rows, n_agents, heads, dim = q.shape
+    scores = torch.bmm(q.reshape(rows, n_agents * heads, dim), k.transpose(1, 2)).view(rows, n_agents, heads, -1)
+    if scale != 1.0:
+        scores = scores * scale
+    probs = masked_attention_probs(scores, mask.unsqueeze(2).to(scores.dtype))
+    out = torch.bmm(probs.view(rows, n_agents * heads, -1), v).view(rows, n_agents, heads, v.shape[-1])
     return out.mean(dim=2) if average else out
 
 

@@ -156,24 +156,32 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
             writer.writerow({k: NA if row.get(k) is None else row[k] for k in fields})
 
 
+def read_log(path: str | Path, required, expected: str, convert) -> list:
+    """``convert(row)`` of every row of the CSV file ``path``, after checking that it has the
+    ``required`` columns; errors name the file, the missing columns or the bad line, and say what
+    was ``expected`` there."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [k for k in required if k not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}; expected "
+                             f"{expected}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows.append(convert(row))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path} line {line}: {error}") from None
+        return rows
+
+
 def read_csv(path: str | Path) -> list[dict]:
     """eval.csv back into rows as evaluate_runs returns them."""
     numeric = {"seed": int, "env_steps": int, "episodes": int, "beta": float, "return": float, "return_se": float,
                "comm_frequency": float, **{k: float for k in OUTCOME_FIELDS}}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [k for k in REQUIRED_FIELDS if k not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(f"{path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}; expected an "
-                             f"eval.csv written by python -m cpfast.evaluate (columns {', '.join(CSV_FIELDS)})")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                rows.append({k: (None if v in (NA, "") else numeric[k](v) if k in numeric else v)
-                             for k, v in row.items()})
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"{path} line {line}: {error}") from None
-        return rows
+    return read_log(path, REQUIRED_FIELDS, f"an eval.csv written by python -m cpfast.evaluate (columns "
+                    f"{', '.join(CSV_FIELDS)})", lambda row: {k: (None if v in (NA, "") else numeric[k](v) if k in numeric
+                                                              else v) for k, v in row.items()})
 
 
 def markdown_table(summary: list[dict]) -> str:

@@ -13,7 +13,6 @@ return against communication frequency across the beta sweep, one panel per comp
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
@@ -25,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .evaluate import read_csv, summarise  # noqa: E402
+from .evaluate import read_csv, read_log, summarise  # noqa: E402
 
 PROGRESS_COLUMNS = ("env_steps", "train_return")  # what the learning curves read from progress.csv
 
@@ -42,16 +41,8 @@ def read_progress(run_dir: str | Path) -> tuple[str, str, np.ndarray, np.ndarray
         method = config["method"]
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{config_path} does not hold a run configuration with a method ({error!r})") from None
-    with open(log_path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [k for k in PROGRESS_COLUMNS if k not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(f"{log_path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}; expected "
-                             f"a progress.csv written by python -m cpfast.train (columns {', '.join(PROGRESS_COLUMNS)}, ...)")
-        try:
-            rows = [(float(r["env_steps"]), float(r["train_return"])) for r in reader]
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{log_path} line {reader.line_num}: {error}") from None
+    rows = read_log(log_path, PROGRESS_COLUMNS, "a progress.csv written by python -m cpfast.train (columns "
+                    f"{', '.join(PROGRESS_COLUMNS)}, ...)", lambda r: (float(r["env_steps"]), float(r["train_return"])))
     log = np.array([r for r in rows if not math.isnan(r[1])]).reshape(-1, 2)
     if not len(log):
         raise ValueError(f"{log_path} has no logged training return yet")
@@ -63,16 +54,8 @@ def read_evals(run_dir: str | Path) -> dict[float, float]:
     path = Path(run_dir) / "evals.csv"
     if not path.is_file():
         return {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [k for k in ("env_steps", "return") if k not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(f"{path} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}; expected an "
-                             "evals.csv written by python -m cpfast.train")
-        try:
-            return {float(r["env_steps"]): float(r["return"]) for r in reader}
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{path} line {reader.line_num}: {error}") from None
+    return dict(read_log(path, ("env_steps", "return"), "an evals.csv written by python -m cpfast.train",
+                         lambda r: (float(r["env_steps"]), float(r["return"]))))
 
 
 def plot_learning_curves(run_dirs, path: str | Path, points: int = 200) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .envs.registry import env_facts
 from .spec import EnvSpec
 
 
@@ -182,8 +183,8 @@ class ScriptedFocusFirePolicy:
         if target not in ("lowest_health", "nearest"):
             raise ValueError(f"target must be 'lowest_health' or 'nearest', got {target!r}")
         self.spec, self.target = spec, target
-        self.col_health = 16 + spec.n_actions - 2 + spec.attr_dim
-        self.health_cols = spec.feat_dim - 4 - 2 - self.col_health  # 2 with shields, else 1
+        facts = env_facts(spec.name)
+        self.col_health, self.health_cols = int(facts["col_health"]), int(facts["health_width"])  # 2 with shields
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         n_a, n_actions = self.spec.max_agents, self.spec.n_actions

@@ -110,6 +110,14 @@ void BindRunner(py::module_& m, const char* name) {
                                                                             specs[k].hi, specs[k].integer);
                                       return out;
                                     })
+      .def_property_readonly_static("facts",
+                                    [](py::object) {
+                                      // name -> tuple of numbers (EnvFactsOf: none for most envs)
+                                      py::dict out;
+                                      for (const auto& [name, values] : EnvFactsOf<Env>::Get())
+                                        out[name.c_str()] = py::tuple(py::cast(values));
+                                      return out;
+                                    })
       .def_property_readonly_static("dims",
                                     [](py::object) {
                                       constexpr EnvDims d = Env::kDims;

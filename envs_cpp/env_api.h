@@ -110,6 +110,22 @@ struct EnvOptionSpecs<Env, std::void_t<decltype(Env::kOptions)>> {
   static const EnvOptionSpec* Get() { return Env::kOptions; }
 };
 
+// Facts about an environment that Python reads instead of restating them (feature columns, unit
+// ids, reward scale...): name -> numbers, from an optional `static void Facts(EnvFacts&)`.
+using EnvFacts = std::map<std::string, std::vector<double>>;
+template <class Env, class = void>
+struct EnvFactsOf {
+  static EnvFacts Get() { return {}; }
+};
+template <class Env>
+struct EnvFactsOf<Env, std::void_t<decltype(&Env::Facts)>> {
+  static EnvFacts Get() {
+    EnvFacts facts;
+    Env::Facts(facts);
+    return facts;
+  }
+};
+
 // Values of the n options in `specs` (defaults where not given) into `values`; an unknown name,
 // a non-finite or out-of-range value, or a fraction for an integer option throws naming the option.
 inline void ResolveOptions(const EnvOptions& options, const EnvOptionSpec* specs, int n, const std::string& env_name,

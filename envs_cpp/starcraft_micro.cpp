@@ -798,6 +798,30 @@ StateFields StarCraftMicro<S>::State() {
   };
 }
 
+template <Scenario S>
+void StarCraftMicro<S>::Facts(EnvFacts& facts) {
+  const ScenarioInfo& info = GetScenario(S);
+  facts["col_avail"] = {kColAvail};
+  facts["col_type"] = {kColType};
+  facts["col_health"] = {kColHealth};
+  facts["health_width"] = {kHealthDim};
+  facts["col_energy"] = {kColEnergy};
+  facts["col_pos"] = {kColPos};
+  facts["max_reward"] = {info.max_reward};
+  facts["n_compositions"] = {static_cast<double>(info.n_compositions)};
+  std::vector<double> ally, enemy, health, shield;
+  for (int t = 0; t < kNumTypes; ++t) {
+    ally.push_back(kStats[t].refil_ally_id);
+    enemy.push_back(kStats[t].stock_id);
+    health.push_back(kStats[t].hp);
+    shield.push_back(kStats[t].shield);
+  }
+  facts["ally_unit_id"] = ally;
+  facts["enemy_unit_id"] = enemy;
+  facts["max_health"] = health;
+  facts["max_shield"] = shield;
+}
+
 template class StarCraftMicro<Scenario::kSz>;
 template class StarCraftMicro<Scenario::kMMM>;
 

@@ -89,6 +89,10 @@ class StarCraftMicro {
   static constexpr const char* kInfoKeys[] = {"battle_won", "battle_draw", "battle_lost", "timeout",
                                               "composition_index"};
 
+  // Feature columns of an entity row, the game's unit ids and maximum health and shield per type
+  // (index = unit_type), the reward normaliser and the number of compositions (StarCraft §2-§9).
+  static void Facts(EnvFacts& facts);
+
   void Configure(const EnvOptions& options);
   void Seed(uint64_t world_seed, uint64_t composition_seed);
   void SetEvalEpisode(int64_t) {}

@@ -333,3 +333,26 @@ def test_trainer_learns_from_starcraft_episodes_that_end_early(tmp_path):
     assert summary["env_steps"] == 2 * 150 * 4 and summary["updates"] > 0
     assert len(trainer.recent_returns) > 4  # random early play loses well before 150 steps
     assert np.isfinite(summary["train_return"])
+
+
+@pytest.mark.parametrize("name", [SZ, MMM])
+def test_declared_facts_describe_the_rows(name):
+    """The columns, unit table and reward scale that Python reads from the C++ env (env_facts)."""
+    from cpfast.envs import env_facts
+
+    facts = env_facts(name)
+    env = make(name, composition="train", num_envs=6)
+    obs, spec = env.observation, env.spec
+    ents, present = obs["entities"], obs["entity_present"].astype(bool)
+    a = spec.max_agents
+    col_type, col_health = int(facts["col_type"]), int(facts["col_health"])
+    np.testing.assert_array_equal(ents[:, :a, col_type:col_type + spec.attr_dim], obs["attributes"])
+    health = ents[..., col_health:col_health + int(facts["health_width"])]
+    assert (health[present] > 0).all() and (health[present] <= 1).all()  # all alive and unhurt-or-less at the start
+    np.testing.assert_array_equal(ents[..., int(facts["col_avail"]):col_type][:, :a] != 0,
+                                  obs["avail_actions"][:, :, 2:] != 0)
+    assert int(facts["col_pos"]) == spec.feat_dim - 4
+    assert facts["max_reward"] == {SZ: 1550, MMM: 930}[name]
+    assert len(env.spec.composition) and int(facts["n_compositions"]) == {SZ: 39, MMM: 66}[name]
+    assert facts["ally_unit_id"][MARINE] == ALLY_ID[MARINE] and facts["enemy_unit_id"][STALKER] == STOCK_ID[STALKER]
+    assert facts["max_health"][MARAUDER] == 125 and facts["max_shield"][ZEALOT] == 50

@@ -30,6 +30,11 @@ class EnvEntry:
     agent_rewards: bool = False
 
 
+def _indexed_compositions(runner_cls) -> tuple[str, ...]:
+    """StarCraft: ``train`` draws a composition per reset; ``"k"`` fixes the k-th of the C++ list."""
+    return ("train", *map(str, range(int(runner_cls.facts["n_compositions"][0]))))
+
+
 REGISTRY: dict[str, EnvEntry] = {
     "resource_collection": EnvEntry(
         _envs.ResourceCollection, ("train", "n5", "n6", "dynamic"), tables.rc_zero_shot_table,
@@ -40,10 +45,10 @@ REGISTRY: dict[str, EnvEntry] = {
         train_defaults={"segment_tail": "pad", "truncation_is_terminal": False},
     ),
     # StarCraft: "train" samples a composition per reset; "<k>" fixes composition index k.
-    "sc2_3-8sz": EnvEntry(_envs.StarCraft3to8sz, ("train", *map(str, range(39))), None, render.render_starcraft,
-                          eval_compositions=("train",)),
-    "sc2_3-8MMM": EnvEntry(_envs.StarCraft3to8MMM, ("train", *map(str, range(66))), None, render.render_starcraft,
-                           eval_compositions=("train",)),
+    "sc2_3-8sz": EnvEntry(_envs.StarCraft3to8sz, _indexed_compositions(_envs.StarCraft3to8sz), None,
+                          render.render_starcraft, eval_compositions=("train",)),
+    "sc2_3-8MMM": EnvEntry(_envs.StarCraft3to8MMM, _indexed_compositions(_envs.StarCraft3to8MMM), None,
+                           render.render_starcraft, eval_compositions=("train",)),
 }
 
 
@@ -91,6 +96,16 @@ def make_env(
         params=params,
         agent_rewards=entry.agent_rewards,
     )
+
+
+def env_facts(name: str) -> dict[str, float | tuple[float, ...]]:
+    """What the C++ environment ``name`` declares about itself beyond its dims (StarCraft: feature
+    columns, unit ids, maximum health and shield per unit type, reward normaliser, number of
+    compositions): one number, or a tuple per unit type. Empty for envs that declare none."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    return {key: values[0] if len(values) == 1 else tuple(values)
+            for key, values in REGISTRY[name].runner_cls.facts.items()}
 
 
 def env_options(name: str) -> dict[str, tuple[float, float, float, bool]]:

@@ -33,14 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .registry import make_env
+from .registry import env_facts, make_env
 
 SC2_VERSION = "4.6.2.69232"
 MAP_NAME = "empty_passive"
-# Simulator type index -> (REFIL's ally "_RL" unit id, stock enemy unit id); docs/environments.md, StarCraft §4.
-UNIT_IDS = {0: (1939, 48), 1: (1938, 51), 2: (1940, 54), 3: (1941, 74), 4: (1942, 73)}
-MAX_HEALTH = {0: 45.0, 1: 125.0, 2: 150.0, 3: 80.0, 4: 100.0}
-MAX_SHIELD = {0: 0.0, 1: 0.0, 2: 0.0, 3: 80.0, 4: 50.0}
+# Per simulator unit type (the C++ table, docs/environments.md, StarCraft §4): REFIL's ally "_RL"
+# unit id and the stock enemy id, maximum health and shield.
+_FACTS = env_facts("sc2_3-8sz")  # the same unit table serves both scenarios
+UNIT_IDS = {t: (int(a), int(e)) for t, (a, e) in enumerate(zip(_FACTS["ally_unit_id"], _FACTS["enemy_unit_id"]))}
+MAX_HEALTH = dict(enumerate(_FACTS["max_health"]))
+MAX_SHIELD = dict(enumerate(_FACTS["max_shield"]))
 ABILITY_STOP, ABILITY_MOVE, ABILITY_ATTACK, ABILITY_HEAL = 4, 16, 23, 386
 LOOPS_PER_STEP = 8
 MOVE_DISTANCE = 2.0
@@ -188,7 +190,7 @@ class SC2VecEnv:
                              eval_seed=eval_seed)
         self.spec, self.num_envs, self.step_mul = self._sim.spec, num_envs, step_mul
         self._mmm = name == "sc2_3-8MMM"
-        self._max_reward = 930.0 if self._mmm else 1550.0
+        self._max_reward = env_facts(name)["max_reward"]
         self._games = [_Game(seed + i) for i in range(num_envs)]
         self._game_tag = np.zeros((num_envs, 16), dtype=np.uint64)  # game unit tag of each slot
         n = num_envs

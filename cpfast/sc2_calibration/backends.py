@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from ..envs.episodes import episode_outcomes
-from ..envs.registry import REGISTRY, make_env
+from ..envs.registry import REGISTRY, env_facts, make_env
 from ..envs.sc2 import make_sc2_env
 from ..policies import RandomPolicy, ScriptedFocusFirePolicy
 
@@ -129,7 +129,7 @@ def _play(env, policy, policy_name: str, composition: int, episodes: int) -> lis
     0 .. episodes-1 have finished; time to kill from the health column of the enemy entity rows."""
     spec, b = env.spec, env.num_envs
     n_a = spec.max_agents
-    col = 16 + spec.n_actions - 2 + spec.attr_dim  # health column (docs/environments.md, StarCraft §9)
+    col = int(env_facts(spec.name)["col_health"])  # docs/environments.md, StarCraft §9
     obs = env.reset()
     k = np.arange(b)
     exists = np.array(obs["entity_present"][:, n_a:] != 0)

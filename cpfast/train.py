@@ -155,7 +155,7 @@ class Trainer:
         windows', the slots present those of the restored observation (so no join is seen), and a
         present slot past its episode's first step has had its strategy. Resumes exactly."""
         t = torch.as_tensor(self.windows.t.copy())
-        present = torch.as_tensor(self.obs["agent_present"]).bool()
+        present = torch.tensor(self.obs["agent_present"]).bool()  # a copy: the view is read-only
         received = present & (t > 0)[:, None] if self.cfg.uses_coach else torch.zeros_like(present)
         return dict(actor, t=t, present=present, received=received)
 

@@ -124,7 +124,9 @@ def plot_reward_vs_communication(rows: list[dict], path: str | Path) -> Path | N
         ax.grid(alpha=0.3)
         ax.legend()
     env = f"{summary[0]['env']}: " if summary[0]["env"] else ""  # eval.csv files before the env column lack it
-    fig.suptitle(f"{env}reward vs communication (mean ± s.e. over seeds)")
+    # two lines when one panel is too narrow for the whole title
+    joint = "\n" if len(compositions) == 1 else " "
+    fig.suptitle(f"{env}reward vs communication{joint}(mean ± s.e. over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

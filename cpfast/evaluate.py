@@ -33,7 +33,13 @@ from .envs.episodes import OUTCOMES
 from .nn import Networks
 from .rollout import evaluate
 
-COMPOSITIONS = ("train", "n5", "n6", "dynamic")
+
+
+def composition_rank(env: str | None, composition: str) -> int:
+    """Where ``composition`` stands in its env's registered list (tables follow that order);
+    unknown ones come last."""
+    names = REGISTRY[env].compositions if env in REGISTRY else ()
+    return names.index(composition) if composition in names else len(names)
 BETAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
 CSV_FIELDS = ("run_dir", "env", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
               "return_se", "comm_frequency")
@@ -68,7 +74,7 @@ def load_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
     return cfg, nets.to(device).eval(), payload
 
 
-def evaluate_runs(run_dirs, compositions=COMPOSITIONS, betas=BETAS, episodes: int = 500, which: str = "latest",
+def evaluate_runs(run_dirs, compositions=None, betas=BETAS, episodes: int = 500, which: str = "latest",
                   device: str = "auto", threads: int | None = None, progress: bool = False,
                   overrides: dict | None = None, eps: float = 0.0, sample_strategies: bool = False) -> list[dict]:
     """One row per run x composition x beta (a single row per composition for coachless methods,
@@ -129,8 +135,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row.get("env"), row["method"], row["composition"], row["beta"]), []).append(row)
-    order = {c: i for i, c in enumerate(COMPOSITIONS)}
-    keys = sorted(groups, key=lambda k: (str(k[0]), k[1], order.get(k[2], len(order)), k[2],
+    keys = sorted(groups, key=lambda k: (str(k[0]), k[1], composition_rank(k[0], k[2]), k[2],
                                          -math.inf if k[3] is None else k[3]))
     summary = []
     for env, method, composition, beta in keys:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import METHODS, from_dict, to_dict
-from .evaluate import COMPOSITIONS, OUTCOME_FIELDS, read_csv
+from .evaluate import OUTCOME_FIELDS, composition_rank, read_csv
 from .sweep import Cell
 from .train import MACHINE_FIELDS
 
@@ -156,9 +156,11 @@ def summarise(runs: list[Run], reps: int = 2000, seed: int = 0) -> tuple[list[di
         for row in run.rows:
             groups.setdefault((run.cell_key, row["composition"], row["beta"]), []).append((run.config["seed"], row))
     table = []
-    order = {c: i for i, c in enumerate(COMPOSITIONS)}
-    for (key, composition, beta), members in sorted(groups.items(), key=lambda g: (
-            labels[g[0][0]], order.get(g[0][1], len(order)), g[0][1], -1 if g[0][2] is None else g[0][2])):
+    def order(group):
+        (key, composition, beta), _ = group
+        return labels[key], composition_rank(dict(key).get("env"), composition), composition, -1 if beta is None else beta
+
+    for (key, composition, beta), members in sorted(groups.items(), key=order):
         seeds = [s for s, _ in members]
         if len(set(seeds)) != len(seeds):
             warnings.append(f"{labels[key]} {composition} beta={beta}: duplicate seeds {sorted(seeds)}")

@@ -10,9 +10,9 @@ import torch
 import cpfast
 from cpfast.config import preset
 from cpfast.learner import Learner
-from cpfast.policies import RandomPolicy
-from cpfast.replay import SegmentBuffer, SegmentWindows
+from cpfast.replay import SegmentBuffer
 from cpfast.train import Trainer
+from helpers import random_segments  # tests/helpers.py (benchmarks/conftest.py puts tests/ on the path)
 
 REFERENCE_UPDATE_S = {"copa": 3.85, "aqmix": 3.1}  # authors' code, 2-core CPU, 2 threads
 PAPER_UPDATES = 48_000  # ~5M transitions / 100 per update
@@ -23,17 +23,10 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 def filled_buffer(cfg, n_segments: int) -> SegmentBuffer:
     """Segments from random-policy rollouts, cut exactly as in training."""
     env = cpfast.make_env(cfg.env, num_envs=cfg.n_envs, seed=0)
-    windows = SegmentWindows(env.spec, cfg.n_envs, cfg.period, cfg.segment_tail, cfg.truncation_is_terminal)
     buffer = SegmentBuffer(env.spec, n_segments, cfg.period, DEVICE)
-    policy = RandomPolicy(env.spec, 0)
-    obs = env.reset()
-    while len(buffer) < n_segments:
-        before = {k: v.copy() for k, v in obs.items()}
-        actions = policy(before)
-        obs, reward, terminated, truncated, info = env.step(actions)
-        segments = windows.append(before, before["obs_mask"], actions, reward, terminated, truncated, info["final"], None)
-        if segments:
-            buffer.push(segments)
+    for segments in random_segments(env, cfg.period, lambda n: n >= n_segments, cfg.segment_tail,
+                                    cfg.truncation_is_terminal):
+        buffer.push(segments)
     return buffer
 
 

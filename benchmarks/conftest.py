@@ -1,9 +1,14 @@
 """Shared reporting for the benchmark suites: each benchmark stores a throughput under a
 row/column key and the terminal summary prints the table and the ratios of one run."""
 
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
+
+# The benchmarks build their inputs with the tests' helpers (tests/helpers.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 _THROUGHPUT: dict[str, dict[tuple, float]] = defaultdict(dict)
 

@@ -1,9 +1,11 @@
-"""Helpers shared by the tests: building envs, copying and recording what they return, and
-comparing recordings."""
+"""Helpers shared by the tests and the benchmarks: building envs, copying and recording what they
+return, comparing recordings, and replay segments cut from random play."""
 
 import numpy as np
 
 import cpfast
+from cpfast.policies import RandomPolicy
+from cpfast.replay import SegmentWindows
 
 # The world-state keys of a conformance record (tests/data/README.md).
 CONFORMANCE_KEYS = (
@@ -44,3 +46,21 @@ def assert_traces_equal(a, b):
         assert x.keys() == y.keys(), f"keys differ at step {t}"
         for key in x:
             np.testing.assert_array_equal(x[key], y[key], err_msg=f"{key} differs at step {t}")
+
+
+def random_segments(env, period: int, stop, tail: str = "drop", truncation_is_terminal: bool = False, seed: int = 0):
+    """The replay segments a random policy's play of ``env`` yields, cut by ``SegmentWindows``
+    exactly as in training (the players' mask: the env's own view), one dict of [n, T + 1, ...]
+    arrays per step that completed any, until ``stop(segments_so_far)`` says enough."""
+    windows = SegmentWindows(env.spec, env.num_envs, period, tail, truncation_is_terminal)
+    policy = RandomPolicy(env.spec, seed)
+    obs, chunks, total = env.reset(), [], 0
+    while not stop(total):
+        before = {k: v.copy() for k, v in obs.items()}
+        actions = policy(before)
+        obs, reward, terminated, truncated, info = env.step(actions)
+        cut = windows.append(before, before["obs_mask"], actions, reward, terminated, truncated, info["final"], None)
+        if cut:
+            chunks.append(cut)
+            total += len(cut["reward"])
+    return chunks

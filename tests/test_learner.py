@@ -13,8 +13,8 @@ import cpfast
 from cpfast.config import preset
 from cpfast.learner import Learner, imagined_groups, prepare_batch
 from cpfast.nn import Coach
-from cpfast.policies import RandomPolicy
-from cpfast.replay import SegmentWindows, slot_fields
+from cpfast.replay import slot_fields
+from helpers import random_segments
 
 SPEC = cpfast.make_env("resource_collection").spec
 CPU = torch.device("cpu")
@@ -37,19 +37,9 @@ def make_learner(method="copa", spec=SPEC, seed=0, **changes):
 # ---------------------------------------------------------------------------- batches
 @functools.lru_cache(maxsize=None)
 def _rollout_segments(composition, seed):
-    """Segments [n, T + 1, ...] cut by SegmentWindows from a random-policy rollout."""
+    """Segments [n, T + 1, ...] of six windows of 2 envs' random play."""
     env = cpfast.make_env("resource_collection", num_envs=2, seed=seed, composition=composition, num_threads=1)
-    windows = SegmentWindows(env.spec, 2, T, "drop", False)
-    policy = RandomPolicy(env.spec, seed)
-    obs = env.reset()
-    out = []
-    for _ in range(6 * T + 1):
-        snapshot = {k: v.copy() for k, v in obs.items()}
-        actions = policy(snapshot)
-        obs, reward, terminated, truncated, info = env.step(actions)
-        segs = windows.append(snapshot, snapshot["obs_mask"], actions, reward, terminated, truncated, info["final"], None)
-        if segs:
-            out.append(segs)
+    out = random_segments(env, T, stop=lambda n: n >= 12, seed=seed)
     return {k: np.concatenate([s[k] for s in out]) for k in out[0]}
 
 

@@ -235,3 +235,10 @@ def test_real_game_path_raises_the_adapter_error(monkeypatch, tmp_path):
     with pytest.raises(sc2.SC2Unavailable, match="the real StarCraft II backend cannot run here"):
         cal.main(["compare", "--reference", "sc2", "--compositions", "0", "--episodes", "1", "--out", str(tmp_path)])
     assert not (tmp_path / "report.md").exists()
+
+
+def test_outcome_names_come_from_the_env_outcomes():
+    from cpfast.envs.episodes import OUTCOMES as EPISODE_OUTCOMES
+
+    names = {rate.removesuffix("_rate") for rate in EPISODE_OUTCOMES.values()}
+    assert set(cal.OUTCOMES) == names | {"timeout"} and len(cal.OUTCOMES) == len(names) + 1

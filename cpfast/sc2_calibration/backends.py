@@ -9,13 +9,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..envs.episodes import episode_outcomes
+from ..envs.episodes import OUTCOMES as EPISODE_OUTCOMES, episode_outcomes
 from ..envs.registry import REGISTRY, env_facts, make_env
 from ..envs.sc2 import make_sc2_env
 from ..policies import RandomPolicy, ScriptedFocusFirePolicy
 
 BackendFactory = Callable[..., object]  # factory(name, num_envs=, composition=, eval_seed=) -> env
-OUTCOMES = ("win", "loss", "draw", "timeout")
+OUTCOMES = ("win", "loss", "draw", "timeout")  # the env's outcomes (envs.episodes.OUTCOMES) and time-outs, in report order
 POLICIES = ("random", "focus_fire", "focus_fire_nearest")
 
 # The default search grid of ``fit`` (simulator defaults included in every row). Ranges bracket
@@ -121,7 +121,7 @@ def _make_policy(policy: str, spec, seed: int):
     return ScriptedFocusFirePolicy(spec, "nearest" if policy == "focus_fire_nearest" else "lowest_health")
 
 
-_OUTCOME_NAMES = {"battle_won": "win", "battle_draw": "draw", "battle_lost": "loss"}  # episodes.OUTCOMES keys
+_OUTCOME_NAMES = {flag: rate.removesuffix("_rate") for flag, rate in EPISODE_OUTCOMES.items()}  # battle_won -> win
 
 
 def _play(env, policy, policy_name: str, composition: int, episodes: int) -> list[Episode]:

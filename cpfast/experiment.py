@@ -4,7 +4,7 @@ overrides (what ``python -m cpfast.train`` runs, for use from Python)."""
 from __future__ import annotations
 
 from .config import Config, default_preset, preset
-from .envs.registry import REGISTRY
+from .envs.registry import registered
 
 
 def make_config(env: str | None = None, preset_name: str | None = None, **overrides) -> Config:
@@ -14,9 +14,7 @@ def make_config(env: str | None = None, preset_name: str | None = None, **overri
     A bare ``Config(env=...)`` skips the middle layer."""
     cfg = preset(preset_name or default_preset(env))
     env = env or cfg.env
-    if env not in REGISTRY:
-        raise ValueError(f"unknown environment {env!r}; expected one of {', '.join(REGISTRY)}")
-    return cfg.replace(env=env, **REGISTRY[env].train_defaults).replace(**overrides)
+    return cfg.replace(env=env, **registered(env).train_defaults).replace(**overrides)
 
 
 __all__ = ["make_config"]

@@ -60,7 +60,7 @@ class Team:
     than ``beta`` (adaptive communication). ``sample_strategies`` sends samples of the coach's
     distribution (training) instead of its means (evaluation). A join or a leave restarts that
     slot's memory, previous action and held strategy (the learner replays the same, see
-    ``Learner.online_q``); ``end_episodes`` restarts whole envs, which auto-reset."""
+    ``Learner.replay_q``); ``end_episodes`` restarts whole envs, which auto-reset."""
 
     def __init__(self, nets: Networks, cfg: Config, n_envs: int, device, generator: torch.Generator | None = None,
                  *, beta: float | None = 0.0, eps: float = 0.0, sample_strategies: bool = False, seed: int | None = None):

@@ -52,6 +52,13 @@ REGISTRY: dict[str, EnvEntry] = {
 }
 
 
+def registered(name: str) -> EnvEntry:
+    """The registry entry of environment ``name``; a ValueError lists the registered ones otherwise."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
 def make_env(
     name: str,
     num_envs: int = 1,
@@ -71,9 +78,7 @@ def make_env(
     ``env_kwargs`` are the environment's named options (``env_options(name)``: the StarCraft
     simulator's *calibrate* parameters, docs/environments.md, StarCraft §12); absent ones keep their defaults.
     """
-    if not isinstance(name, str) or name not in REGISTRY:
-        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
-    entry = REGISTRY[name]
+    entry = registered(name)
     if isinstance(composition, (int, np.integer)) and not isinstance(composition, bool):
         composition = str(int(composition))  # a composition index
     if composition not in entry.compositions:
@@ -102,18 +107,14 @@ def env_facts(name: str) -> dict[str, float | tuple[float, ...]]:
     """What the C++ environment ``name`` declares about itself beyond its dims (StarCraft: feature
     columns, unit ids, maximum health and shield per unit type, reward normaliser, number of
     compositions): one number, or a tuple per unit type. Empty for envs that declare none."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     return {key: values[0] if len(values) == 1 else tuple(values)
-            for key, values in REGISTRY[name].runner_cls.facts.items()}
+            for key, values in registered(name).runner_cls.facts.items()}
 
 
 def env_options(name: str) -> dict[str, tuple[float, float, float, bool]]:
     """The named options of environment ``name``: ``{option: (default, lo, hi, integer)}`` (ranges
     inclusive). The StarCraft simulator's are documented in ``envs_cpp/starcraft_micro.h``."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY))}")
-    return dict(REGISTRY[name].runner_cls.options)
+    return dict(registered(name).runner_cls.options)
 
 
 def _check_options(name: str, entry: EnvEntry, given: dict[str, Any]) -> dict[str, float]:

@@ -133,9 +133,7 @@ class BatchedRunner {
   void Step(const Action* actions) {
     const int n = config_.num_envs;
     constexpr int a = kDims.max_agents;
-    // Serial check: a few nanoseconds per action, and it keeps each step to one pool sync.
-    for (int64_t k = 0; k < static_cast<int64_t>(n) * a; ++k)
-      if (!ActionValid(k, actions[k])) ThrowInvalidAction(k, static_cast<int64_t>(actions[k]));
+    CheckActions(actions);
     auto body = [&](int begin, int end) {
       int32_t env_actions[a];
       for (int i = begin; i < end; ++i) {
@@ -144,6 +142,27 @@ class BatchedRunner {
       }
     };
     pool_.ParallelFor(n, body);
+  }
+
+  // The check Step makes, alone: for a backend that plays the actions elsewhere (the real game).
+  template <class Action>
+  void CheckActions(const Action* actions) const {
+    // Serial: a few nanoseconds per action, and it keeps each step to one pool sync.
+    for (int64_t k = 0; k < static_cast<int64_t>(config_.num_envs) * kDims.max_agents; ++k)
+      if (!ActionValid(k, actions[k])) ThrowInvalidAction(k, static_cast<int64_t>(actions[k]));
+  }
+
+  // One step of env i whose world `advance()` moved outside the simulator (the real game's
+  // units written into the env's state): the env scores it with its own rules, and the runner
+  // keeps the books and auto-resets as after Step.
+  template <class Advance>
+  void StepExternal(int i, Advance&& advance) {
+    static_assert(EnvScoresExternalSteps<Env>::value, "this environment cannot score external steps");
+    Env& env = envs_.at(i);
+    const auto start = env.BeginStep();
+    advance();
+    env.FinishStep(start, Slot(i));
+    AfterStep(i);
   }
 
   // The return of env i's current episode so far: runner state that get_state/set_state carry
@@ -194,11 +213,20 @@ class BatchedRunner {
     episode_step[i] = 0;
   }
 
+  StepSlot Slot(int i) {
+    return {obs.At(i, kDims), &reward[i], &terminated[i], &truncated[i],
+            agent_rewards.data() + static_cast<size_t>(i) * kDims.max_agents,
+            info.data() + static_cast<size_t>(i) * kInfoCount};
+  }
+
   void StepEnv(int i, const int32_t* actions) {
-    const StepSlot slot{obs.At(i, kDims), &reward[i], &terminated[i], &truncated[i],
-                        agent_rewards.data() + static_cast<size_t>(i) * kDims.max_agents,
-                        info.data() + static_cast<size_t>(i) * kInfoCount};
-    envs_[i].Step(actions, slot);
+    envs_[i].Step(actions, Slot(i));
+    AfterStep(i);
+  }
+
+  // Episode bookkeeping after env i's step; an ended episode keeps its final observation and
+  // the env starts the next one at once.
+  void AfterStep(int i) {
     running_return_[i] += reward[i];
     episode_step[i] = envs_[i].EpisodeStep();
     if (terminated[i] || truncated[i]) {

@@ -73,10 +73,55 @@ void WithRunnerLock(Runner& r, F&& f) {
   f();
 }
 
+template <class Runner>
+void CheckEnvIndex(Runner& r, int i) {
+  if (i < 0 || i >= r.num_envs()) throw py::index_error("env index " + std::to_string(i) + " out of range");
+}
+
+// Writes the arrays of `state` into env i's state fields, all checked before any is written.
+// Called holding the runner's lock and the GIL.
+template <class Runner>
+void WriteState(Runner& r, int i, py::dict state) {
+  StateFields fields = RunnerStateFields(r.env(i), &r.RunningReturn(i));
+  std::vector<std::pair<const StateField*, py::array>> updates;
+  for (auto item : state) {
+    const std::string key = py::str(item.first);
+    const StateField* field = nullptr;
+    for (const auto& f : fields)
+      if (f.name == key) field = &f;
+    if (!field) throw std::invalid_argument("unknown state key '" + key + "'");
+    if (!py::isinstance<py::array>(item.second))
+      throw std::invalid_argument("state key '" + key + "' must be a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(item.second);
+    if (!a.dtype().is(NumpyDType(field->dtype)) || a.size() != ElementCount(*field) ||
+        !(a.flags() & py::array::c_style))
+      throw std::invalid_argument("state key '" + key + "' must be a contiguous " + DTypeName(field->dtype) +
+                                  " array of the documented shape");
+    updates.emplace_back(field, a);
+  }
+  for (auto& [field, a] : updates) std::memcpy(field->data, a.data(), a.nbytes());
+}
+
+// Calls f(pointer) with the data of a C-contiguous [num_envs, max_agents] int32 or int64 array.
+template <class Runner, class F>
+void WithActions(Runner& r, py::array actions, F&& f) {
+  if (actions.ndim() != 2 || actions.shape(0) != r.num_envs() || actions.shape(1) != Runner::kDims.max_agents ||
+      !(actions.flags() & py::array::c_style))
+    throw std::invalid_argument("actions must be a contiguous [num_envs, max_agents] array");
+  if (actions.dtype().is(py::dtype::of<int32_t>())) {
+    f(static_cast<const int32_t*>(actions.data()));
+  } else if (actions.dtype().is(py::dtype::of<int64_t>())) {
+    f(static_cast<const int64_t*>(actions.data()));
+  } else {
+    throw std::invalid_argument("actions must be int32 or int64");
+  }
+}
+
 template <class Env>
 void BindRunner(py::module_& m, const char* name) {
   using Runner = BatchedRunner<Env>;
-  py::class_<Runner>(m, name)
+  py::class_<Runner> cls(m, name);
+  cls
       .def(py::init([](int num_envs, uint64_t seed, int num_threads, const std::string& composition,
                        py::object zero_shot_table, py::object eval_seed, std::map<std::string, double> params) {
              RunnerConfig config;
@@ -108,6 +153,17 @@ void BindRunner(py::module_& m, const char* name) {
                                       for (int k = 0; k < EnvOptionSpecs<Env>::kCount; ++k)
                                         out[specs[k].name] = py::make_tuple(specs[k].default_value, specs[k].lo,
                                                                             specs[k].hi, specs[k].integer);
+                                      return out;
+                                    })
+      .def_property_readonly_static("compositions",
+                                    [](py::object) { return py::tuple(py::cast(Env::Compositions())); })
+      .def_property_readonly_static("outcomes",
+                                    [](py::object) {
+                                      // info key -> rate name of the env's kOutcomes (none for most envs)
+                                      py::dict out;
+                                      const OutcomeFlag* flags = EnvOutcomes<Env>::Get();
+                                      for (int k = 0; k < EnvOutcomes<Env>::kCount; ++k)
+                                        out[flags[k].info_key] = flags[k].rate;
                                       return out;
                                     })
       .def_property_readonly_static("facts",
@@ -181,18 +237,13 @@ void BindRunner(py::module_& m, const char* name) {
       // actions: C-contiguous int32 or int64 [num_envs, max_agents]; values are checked here.
       .def("step",
            [](Runner& r, py::array actions) {
-             if (actions.ndim() != 2 || actions.shape(0) != r.num_envs() ||
-                 actions.shape(1) != Runner::kDims.max_agents || !(actions.flags() & py::array::c_style))
-               throw std::invalid_argument("actions must be a contiguous [num_envs, max_agents] array");
-             if (actions.dtype().is(py::dtype::of<int32_t>())) {
-               const auto* data = static_cast<const int32_t*>(actions.data());
-               WithRunnerLock(r, [&] { r.Step(data); });
-             } else if (actions.dtype().is(py::dtype::of<int64_t>())) {
-               const auto* data = static_cast<const int64_t*>(actions.data());
-               WithRunnerLock(r, [&] { r.Step(data); });
-             } else {
-               throw std::invalid_argument("actions must be int32 or int64");
-             }
+             WithActions(r, actions, [&](auto* data) { WithRunnerLock(r, [&] { r.Step(data); }); });
+           },
+           py::arg("actions"))
+      // step's checks of actions without stepping (a backend that plays them elsewhere).
+      .def("check_actions",
+           [](Runner& r, py::array actions) {
+             WithActions(r, actions, [&](auto* data) { WithRunnerLock(r, [&] { r.CheckActions(data); }); });
            },
            py::arg("actions"))
       .def_static("state_fields",
@@ -205,7 +256,7 @@ void BindRunner(py::module_& m, const char* name) {
                   })
       .def("get_state",
            [](Runner& r, int i) {
-             if (i < 0 || i >= r.num_envs()) throw py::index_error("env index " + std::to_string(i) + " out of range");
+             CheckEnvIndex(r, i);
              py::dict out;
              WithRunnerLock(r, [&] {
                py::gil_scoped_acquire gil;
@@ -220,30 +271,24 @@ void BindRunner(py::module_& m, const char* name) {
       // Expects arrays already converted to the exact dtype and shape (the Python layer
       // validates values); checks everything before changing anything.
       .def("set_state", [](Runner& r, int i, py::dict state) {
-        if (i < 0 || i >= r.num_envs()) throw py::index_error("env index " + std::to_string(i) + " out of range");
+        CheckEnvIndex(r, i);
         WithRunnerLock(r, [&] {
           py::gil_scoped_acquire gil;
-          StateFields fields = RunnerStateFields(r.env(i), &r.RunningReturn(i));
-          std::vector<std::pair<const StateField*, py::array>> updates;
-          for (auto item : state) {
-            const std::string key = py::str(item.first);
-            const StateField* field = nullptr;
-            for (const auto& f : fields)
-              if (f.name == key) field = &f;
-            if (!field) throw std::invalid_argument("unknown state key '" + key + "'");
-            if (!py::isinstance<py::array>(item.second))
-              throw std::invalid_argument("state key '" + key + "' must be a numpy array");
-            py::array a = py::reinterpret_borrow<py::array>(item.second);
-            if (!a.dtype().is(NumpyDType(field->dtype)) || a.size() != ElementCount(*field) ||
-                !(a.flags() & py::array::c_style))
-              throw std::invalid_argument("state key '" + key + "' must be a contiguous " +
-                                          DTypeName(field->dtype) + " array of the documented shape");
-            updates.emplace_back(field, a);
-          }
-          for (auto& [field, a] : updates) std::memcpy(field->data, a.data(), a.nbytes());
+          WriteState(r, i, state);
           r.RefreshObservation(i);
         });
       });
+  if constexpr (EnvScoresExternalSteps<Env>::value) {
+    // Env i's step with its world advanced elsewhere: `state` (as set_state takes it) is the
+    // world after the step; the env scores the step and the runner auto-resets as in step.
+    cls.def("step_external", [](Runner& r, int i, py::dict state) {
+      CheckEnvIndex(r, i);
+      WithRunnerLock(r, [&] {
+        py::gil_scoped_acquire gil;
+        r.StepExternal(i, [&] { WriteState(r, i, state); });
+      });
+    });
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // never allocates in Reset/Step. Each environment class provides:
 //
 //   static constexpr EnvDims kDims;                    // shapes of the common interface
+//   static std::vector<std::string> Compositions();    // the composition names Configure accepts
 //   void Configure(const EnvOptions&);                 // composition, zero-shot table
 //   void Seed(uint64_t world_seed, uint64_t composition_seed);
 //   void SetEvalEpisode(int64_t k);                   // k >= 0: evaluation episode k; -1: training
@@ -23,6 +24,10 @@
 //   static constexpr EnvOptionSpec kOptions[] = {...}; // named numeric options (make_env keyword
 //                                                      // arguments), read in Configure with
 //                                                      // ResolveOptions; none by default
+//   static void Facts(EnvFacts&);                      // numbers Python reads instead of restating
+//   static constexpr OutcomeFlag kOutcomes[] = {...};  // which kInfoKeys flag how an episode ended
+//   StepStart BeginStep() const;                       // with FinishStep: scores a step whose world
+//   void FinishStep(const StepStart&, const StepSlot&);  // was advanced outside (the real game)
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -126,6 +131,32 @@ struct EnvFactsOf<Env, std::void_t<decltype(&Env::Facts)>> {
   }
 };
 
+// How an episode ended, for environments that say (StarCraft): on an episode's last step exactly
+// one of its outcome flags is 1 in info (`info_key`, one of kInfoKeys); evaluation reports the
+// fraction of episodes that ended so under `rate`.
+struct OutcomeFlag {
+  const char* info_key;
+  const char* rate;
+};
+template <class Env, class = void>
+struct EnvOutcomes {
+  static constexpr int kCount = 0;
+  static const OutcomeFlag* Get() { return nullptr; }
+};
+template <class Env>
+struct EnvOutcomes<Env, std::void_t<decltype(Env::kOutcomes)>> {
+  static constexpr int kCount = static_cast<int>(std::size(Env::kOutcomes));
+  static const OutcomeFlag* Get() { return Env::kOutcomes; }
+};
+
+// Whether an environment can score a step whose world moved outside it (BeginStep/FinishStep):
+// the real-game backend writes the game's units into the env and lets the env's own rules give
+// the reward, the end of the episode and the outcome flags.
+template <class Env, class = void>
+struct EnvScoresExternalSteps : std::false_type {};
+template <class Env>
+struct EnvScoresExternalSteps<Env, std::void_t<decltype(&Env::BeginStep)>> : std::true_type {};
+
 // Values of the n options in `specs` (defaults where not given) into `values`; an unknown name,
 // a non-finite or out-of-range value, or a fraction for an integer option throws naming the option.
 inline void ResolveOptions(const EnvOptions& options, const EnvOptionSpec* specs, int n, const std::string& env_name,
@@ -151,29 +182,6 @@ inline void ResolveOptions(const EnvOptions& options, const EnvOptionSpec* specs
     const auto it = options.params.find(specs[k].name);
     values[k] = it == options.params.end() ? specs[k].default_value : it->second;
   }
-}
-
-// The team compositions of Resource Collection and Rescue: `train` draws teams from the attribute
-// grid; `n5`, `n6` and `dynamic` take rows of the zero-shot table, which must then be given.
-enum class TeamComposition { kTrain, kN5, kN6, kDynamic };
-
-inline TeamComposition ParseTeamComposition(const EnvOptions& options, const std::string& env_name) {
-  TeamComposition kind;
-  if (options.composition == "train") {
-    kind = TeamComposition::kTrain;
-  } else if (options.composition == "n5") {
-    kind = TeamComposition::kN5;
-  } else if (options.composition == "n6") {
-    kind = TeamComposition::kN6;
-  } else if (options.composition == "dynamic") {
-    kind = TeamComposition::kDynamic;
-  } else {
-    throw std::invalid_argument("unknown composition '" + options.composition + "' for " + env_name +
-                                " (expected train, n5, n6 or dynamic)");
-  }
-  if (kind != TeamComposition::kTrain && (options.zero_shot_table == nullptr || options.zero_shot_rows <= 0))
-    throw std::invalid_argument("composition '" + options.composition + "' needs the zero-shot attribute table");
-  return kind;
 }
 
 // A named, typed view of one part of an environment's state, used by get_state/set_state.

@@ -27,9 +27,7 @@ constexpr double kMaxAttr = 1e3;
 }  // namespace
 
 void RescueGame::Configure(const EnvOptions& options) {
-  composition_ = ParseTeamComposition(options, "rescue");
-  table_ = options.zero_shot_table;
-  table_rows_ = options.zero_shot_rows;
+  team_.Configure(options, "rescue");
 }
 
 void RescueGame::Seed(uint64_t world_seed, uint64_t composition_seed) {
@@ -38,23 +36,16 @@ void RescueGame::Seed(uint64_t world_seed, uint64_t composition_seed) {
 }
 
 void RescueGame::DrawComposition() {
-  int team_size;
-  if (composition_ == Composition::kTrain) {
-    if (++team_size_counter_ > 4) team_size_counter_ = 2;
-    team_size = team_size_counter_;
-    for (int i = 0; i < kAgents; ++i) {
-      const int idx = composition_rng_.randint(9);  // e outer, s inner
-      agent_attr_[i][0] = kPowerGrid[idx / 3];
-      agent_attr_[i][1] = kSpeedGrid[idx % 3];
-    }
+  int cell[kAgents];
+  const int row = team_.Draw(team_size_counter_, eval_episode_, 9, composition_rng_, agent_alive_, cell);
+  if (row >= 0) {
+    std::memcpy(agent_attr_, team_.Row(row, kAgents, 2), sizeof(agent_attr_));
   } else {
-    team_size = composition_ == Composition::kN5 ? 5 : composition_ == Composition::kN6 ? 6 : 4;
-    // Evaluation episode k uses row k mod rows; training draws a row (as Resource Collection).
-    const int row = eval_episode_ >= 0 ? static_cast<int>(eval_episode_ % table_rows_)
-                                       : composition_rng_.randint(table_rows_);
-    std::memcpy(agent_attr_, table_ + static_cast<int64_t>(row) * kAgents * 2, sizeof(agent_attr_));
+    for (int i = 0; i < kAgents; ++i) {  // e outer, s inner
+      agent_attr_[i][0] = kPowerGrid[cell[i] / 3];
+      agent_attr_[i][1] = kSpeedGrid[cell[i] % 3];
+    }
   }
-  for (int i = 0; i < kAgents; ++i) agent_alive_[i] = i < team_size;
 }
 
 bool RescueGame::CellHasIntactBuilding(int x, int y) const {
@@ -182,14 +173,8 @@ int RescueGame::DestroyAndRebuild() {
 }
 
 void RescueGame::CompositionEvent() {
-  int present[kAgents];
-  int n = 0;
-  for (int i = 0; i < kAgents; ++i)
-    if (agent_alive_[i]) present[n++] = i;
-  const bool join = n == 5 ? composition_rng_.uniform() < 0.5 : n < 5;
+  const auto [join, slot] = TeamDraw::ChooseEvent(agent_alive_, composition_rng_);
   if (join) {
-    int slot = 0;
-    while (agent_alive_[slot]) ++slot;
     agent_attr_[slot][0] = 0.05 + 0.30 * composition_rng_.uniform();
     agent_attr_[slot][1] = 0.4 + 0.6 * composition_rng_.uniform();
     const int c = composition_rng_.randint(kCells);
@@ -198,7 +183,6 @@ void RescueGame::CompositionEvent() {
     agent_acc_[slot] = 0.0;
     agent_alive_[slot] = 1;
   } else {
-    const int slot = present[composition_rng_.randint(n)];
     agent_alive_[slot] = 0;
     agent_cell_[slot][0] = agent_cell_[slot][1] = 0;
     agent_acc_[slot] = 0.0;
@@ -214,7 +198,7 @@ void RescueGame::Step(const int32_t* actions, const StepSlot& out) {
   GrowAndBurn();
   const int n_destroyed = DestroyAndRebuild();
   ++episode_step_;
-  if (composition_ == Composition::kDynamic && episode_step_ % 10 == 0 && episode_step_ < kDims.episode_limit)
+  if (team_.EventDue(episode_step_, kDims.episode_limit))
     CompositionEvent();
   *out.reward = static_cast<float>(extinguish_reward - kDestroyPenalty * n_destroyed);
   *out.terminated = 0;

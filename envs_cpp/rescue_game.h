@@ -5,6 +5,7 @@
 
 #include "env_api.h"
 #include "rng.h"
+#include "team_composition.h"
 
 namespace cpfast {
 
@@ -19,7 +20,9 @@ class RescueGame {
   // Team reward only: the runner leaves info["agent_rewards"] out.
   static constexpr bool kAgentRewards = false;
 
-  using Composition = TeamComposition;
+  static std::vector<std::string> Compositions() { return TeamDraw::Names(); }
+  // The period of `dynamic`'s composition events.
+  static void Facts(EnvFacts& facts) { facts["composition_event_period"] = {kCompositionEventPeriod}; }
 
   void Configure(const EnvOptions& options);
   void Seed(uint64_t world_seed, uint64_t composition_seed);
@@ -58,9 +61,7 @@ class RescueGame {
   Rng world_rng_;
   Rng composition_rng_;
 
-  Composition composition_ = Composition::kTrain;
-  const double* table_ = nullptr;
-  int table_rows_ = 0;
+  TeamDraw team_;
   int64_t eval_episode_ = -1;
 };
 

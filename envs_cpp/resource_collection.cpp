@@ -74,9 +74,7 @@ inline void AddWallForce(const double* p, double r, bool horizontal, double axis
 }  // namespace
 
 void ResourceCollection::Configure(const EnvOptions& options) {
-  composition_ = ParseTeamComposition(options, "resource_collection");
-  table_ = options.zero_shot_table;
-  table_rows_ = options.zero_shot_rows;
+  team_.Configure(options, "resource_collection");
 }
 
 void ResourceCollection::Seed(uint64_t world_seed, uint64_t composition_seed) {
@@ -84,30 +82,19 @@ void ResourceCollection::Seed(uint64_t world_seed, uint64_t composition_seed) {
   composition_rng_.seed(composition_seed);
 }
 
-void ResourceCollection::DrawTableAttributes(int slot, int row) {
-  const double* src = table_ + (static_cast<int64_t>(row) * kAgents + slot) * 4;
-  std::memcpy(agent_attr_[slot], src, sizeof(agent_attr_[slot]));
-}
-
 void ResourceCollection::DrawComposition() {
-  int team_size;
-  if (composition_ == Composition::kTrain) {
-    if (++team_size_counter_ > 4) team_size_counter_ = 2;
-    team_size = team_size_counter_;
-    for (int i = 0; i < kAgents; ++i) {
-      const int idx = composition_rng_.randint(81);  // p1 outermost, s innermost
-      agent_attr_[i][0] = kGrid[idx / 27];
-      agent_attr_[i][1] = kGrid[(idx / 9) % 3];
-      agent_attr_[i][2] = kGrid[(idx / 3) % 3];
-      agent_attr_[i][3] = kSpeedGrid[idx % 3];
+  int cell[kAgents];
+  const int row = team_.Draw(team_size_counter_, eval_episode_, 81, composition_rng_, agent_alive_, cell);
+  for (int i = 0; i < kAgents; ++i) {
+    if (row >= 0) {
+      std::memcpy(agent_attr_[i], team_.Row(row, kAgents, 4) + i * 4, sizeof(agent_attr_[i]));
+    } else {  // p1 outermost, s innermost
+      agent_attr_[i][0] = kGrid[cell[i] / 27];
+      agent_attr_[i][1] = kGrid[(cell[i] / 9) % 3];
+      agent_attr_[i][2] = kGrid[(cell[i] / 3) % 3];
+      agent_attr_[i][3] = kSpeedGrid[cell[i] % 3];
     }
-  } else {
-    team_size = composition_ == Composition::kN5 ? 5 : composition_ == Composition::kN6 ? 6 : 4;
-    const int row = eval_episode_ >= 0 ? static_cast<int>(eval_episode_ % table_rows_)
-                                       : composition_rng_.randint(table_rows_);
-    for (int i = 0; i < kAgents; ++i) DrawTableAttributes(i, row);
   }
-  for (int i = 0; i < kAgents; ++i) agent_alive_[i] = i < team_size;
 }
 
 void ResourceCollection::PlaceResource(int j, bool respawn) {
@@ -292,14 +279,8 @@ void ResourceCollection::PostStep() {
 }
 
 int ResourceCollection::CompositionEvent() {
-  int present[kAgents];
-  int n = 0;
-  for (int i = 0; i < kAgents; ++i)
-    if (agent_alive_[i]) present[n++] = i;
-  const bool join = n == 5 ? composition_rng_.uniform() < 0.5 : n < 5;
-  int slot = 0;
+  const auto [join, slot] = TeamDraw::ChooseEvent(agent_alive_, composition_rng_);
   if (join) {
-    while (agent_alive_[slot]) ++slot;
     for (int k = 0; k < 3; ++k) agent_attr_[slot][k] = composition_rng_.uniform();
     agent_attr_[slot][3] = 0.2 + 0.6 * composition_rng_.uniform();
     const double theta = 2.0 * kPi * composition_rng_.uniform();
@@ -307,7 +288,6 @@ int ResourceCollection::CompositionEvent() {
     agent_pos_[slot][0] = 0.12 * std::cos(theta);
     agent_pos_[slot][1] = 0.12 * std::sin(theta);
   } else {
-    slot = present[composition_rng_.randint(n)];
     agent_alive_[slot] = 0;
     agent_pos_[slot][0] = agent_pos_[slot][1] = 0.0;  // a carried resource is lost
   }
@@ -333,7 +313,7 @@ void ResourceCollection::Step(const int32_t* actions, const StepSlot& out) {
   PostStep();
   ++episode_step_;
   unsigned rewritten_rows = 0;
-  if (composition_ == Composition::kDynamic && episode_step_ % 10 == 0 && episode_step_ < kDims.episode_limit)
+  if (team_.EventDue(episode_step_, kDims.episode_limit))
     rewritten_rows = 1u << CompositionEvent();
   *out.reward = team_reward;
   *out.terminated = 0;

@@ -5,6 +5,7 @@
 
 #include "env_api.h"
 #include "rng.h"
+#include "team_composition.h"
 
 namespace cpfast {
 
@@ -15,7 +16,9 @@ class ResourceCollection {
   static constexpr int kInvader = 7;
   static constexpr EnvDims kDims{kAgents, kAgents + kLandmarks, 14, 14, 7, 4, 5, 145};
 
-  using Composition = TeamComposition;
+  static std::vector<std::string> Compositions() { return TeamDraw::Names(); }
+  // The period of `dynamic`'s composition events.
+  static void Facts(EnvFacts& facts) { facts["composition_event_period"] = {kCompositionEventPeriod}; }
 
   void Configure(const EnvOptions& options);
   void Seed(uint64_t world_seed, uint64_t composition_seed);
@@ -33,7 +36,6 @@ class ResourceCollection {
 
  private:
   void DrawComposition();
-  void DrawTableAttributes(int slot, int row);
   void PlaceResource(int j, bool respawn);
   void PlaceInvader();
   void ApplyForces(const int32_t* actions, double force[kAgents][2]) const;
@@ -61,9 +63,7 @@ class ResourceCollection {
   Rng world_rng_;
   Rng composition_rng_;
 
-  Composition composition_ = Composition::kTrain;
-  const double* table_ = nullptr;
-  int table_rows_ = 0;
+  TeamDraw team_;
   int64_t eval_episode_ = -1;
 };
 

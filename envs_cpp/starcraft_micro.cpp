@@ -608,15 +608,19 @@ void StarCraftMicro<S>::Tick(Work& w) {
 }
 
 template <Scenario S>
-void StarCraftMicro<S>::Step(const int32_t* actions, const StepSlot& out) {
-  const ScenarioInfo& info = GetScenario(S);
-  double prev[kMaxPerSide];
-  bool was_alive[kMaxPerSide];
+typename StarCraftMicro<S>::StepStart StarCraftMicro<S>::BeginStep() const {
+  StepStart start;
   for (int e = 0; e < kMaxPerSide; ++e) {
     const int u = kMaxPerSide + e;
-    was_alive[e] = Alive(u);
-    prev[e] = health_[u] + shield_[u];
+    start.enemy_alive[e] = Alive(u);
+    start.enemy_health_shield[e] = health_[u] + shield_[u];
   }
+  return start;
+}
+
+template <Scenario S>
+void StarCraftMicro<S>::Step(const int32_t* actions, const StepSlot& out) {
+  const StepStart start = BeginStep();
   SetAllyOrders(actions);
   Work w;
   LoadWork(w);
@@ -625,18 +629,23 @@ void StarCraftMicro<S>::Step(const int32_t* actions, const StepSlot& out) {
     pos_[u][0] = w.x[u];
     pos_[u][1] = w.y[u];
   }
-  ++episode_step_;
+  FinishStep(start, out);
+}
 
+template <Scenario S>
+void StarCraftMicro<S>::FinishStep(const StepStart& start, const StepSlot& out) {
+  const ScenarioInfo& info = GetScenario(S);
+  ++episode_step_;
   double delta = 0;
   int kills = 0;
   for (int e = 0; e < kMaxPerSide; ++e) {
-    if (!was_alive[e]) continue;
+    if (!start.enemy_alive[e]) continue;
     const int u = kMaxPerSide + e;
     if (!alive_[u]) {
-      delta += prev[e];
+      delta += start.enemy_health_shield[e];
       ++kills;
     } else {
-      delta += prev[e] - (health_[u] + shield_[u]);
+      delta += start.enemy_health_shield[e] - (health_[u] + shield_[u]);
     }
   }
   bool ally_alive = false, ally_fighter = false, enemy_alive = false, enemy_fighter = false;
@@ -796,6 +805,13 @@ StateFields StarCraftMicro<S>::State() {
       {"world_rng", DType::kU64, {4}, world_rng_.s, 0, 0},
       {"composition_rng", DType::kU64, {4}, composition_rng_.s, 0, 0},
   };
+}
+
+template <Scenario S>
+std::vector<std::string> StarCraftMicro<S>::Compositions() {
+  std::vector<std::string> names{"train"};
+  for (int k = 0; k < GetScenario(S).n_compositions; ++k) names.push_back(std::to_string(k));
+  return names;
 }
 
 template <Scenario S>

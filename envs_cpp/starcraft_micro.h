@@ -88,6 +88,10 @@ class StarCraftMicro {
   // there, all 0 on other steps): a time-out is a draw, as is mutual annihilation in 3-8sz.
   static constexpr const char* kInfoKeys[] = {"battle_won", "battle_draw", "battle_lost", "timeout",
                                               "composition_index"};
+  static constexpr OutcomeFlag kOutcomes[] = {
+      {"battle_won", "win_rate"}, {"battle_draw", "draw_rate"}, {"battle_lost", "loss_rate"}};
+  // "train" draws a composition per reset; "<k>" fixes the k-th of the scenario's list (§9).
+  static std::vector<std::string> Compositions();
 
   // Feature columns of an entity row, the game's unit ids and maximum health and shield per type
   // (index = unit_type), the reward normaliser and the number of compositions (StarCraft §2-§9).
@@ -101,6 +105,16 @@ class StarCraftMicro {
   void Step(const int32_t* actions, const StepSlot& out);
   void WriteObservation(const ObsSlot& out) const;
   StateFields State();
+
+  // A step in two halves, so that the real game can advance the world in between (its units
+  // written in with set_state's fields): BeginStep keeps what the reward needs of the state
+  // before the step; FinishStep counts the step and scores it (StarCraft §8).
+  struct StepStart {
+    double enemy_health_shield[sc2::kMaxPerSide];
+    bool enemy_alive[sc2::kMaxPerSide];
+  };
+  StepStart BeginStep() const;
+  void FinishStep(const StepStart& start, const StepSlot& out);
 
  private:
   struct Work;  // per-step working set (starcraft_micro.cpp)

@@ -110,6 +110,7 @@ def test_episode_bookkeeping_and_same_step_auto_reset(name):
     policy = RandomPolicy(env.spec, 2)
     obs = env.reset()
     total, length, ended = np.zeros(6), np.zeros(6, dtype=np.int64), 0
+    outcomes = REGISTRY[name].runner_cls.outcomes
     for _ in range(2 * env.spec.episode_limit + 3):
         obs, reward, terminated, truncated, info = env.step(policy(obs))
         total += reward
@@ -122,9 +123,29 @@ def test_episode_bookkeeping_and_same_step_auto_reset(name):
         assert (info["episode_step"][done] == 0).all()  # the returned observation starts the next episode
         for key in ("entities", "agent_present"):  # and the final one is kept apart
             assert info["final"][key].shape == obs[key].shape
+        # An env's declared outcome flags: exactly one on an ended episode's last step, none before.
+        flags = np.stack([info[key] for key in REGISTRY[name].runner_cls.outcomes] + [np.zeros(6)], axis=-1)
+        assert not outcomes or (flags[done].sum(axis=-1) == 1).all()
+        assert (flags[~done] == 0).all()
         total[done], length[done] = 0, 0
         ended += int(done.sum())
     assert ended >= 6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_compositions_and_facts_are_the_envs_own(name):
+    """The composition names a C++ env declares are exactly those it builds; its facts and
+    outcome flags are numbers and info keys."""
+    entry = REGISTRY[name]
+    for composition in entry.compositions:
+        assert make(name, composition, num_envs=1).reset()["agent_present"].any()
+    with pytest.raises(ValueError, match="unknown composition"):
+        make(name, "not-a-composition", num_envs=1)
+    with pytest.raises(ValueError, match="unknown composition"):  # the C++ check behind the registry's
+        entry.runner_cls(1, 0, 1, "not-a-composition", None, None, {})
+    env = make(name, num_envs=1)
+    assert set(entry.runner_cls.outcomes) <= set(env.info)
+    assert all(isinstance(v, float) for values in entry.runner_cls.facts.values() for v in values)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -158,8 +179,10 @@ def test_bad_actions_raise_and_change_nothing(name):
         (np.full((2, spec.max_agents), 2**63 + 5, dtype=np.uint64), "outside|lie in"),
     ]
     for actions, message in bad:
-        with pytest.raises(ValueError, match=message):
-            env.step(actions)
+        for call in (env.step, env.check_actions):  # check_actions: step's checks alone
+            with pytest.raises(ValueError, match=message):
+                call(actions)
+    np.testing.assert_array_equal(env.check_actions(good), good)
     for i in range(2):
         for key, value in env.get_state(i).items():
             np.testing.assert_array_equal(value, before[i][key], err_msg=key)

@@ -356,3 +356,53 @@ def test_declared_facts_describe_the_rows(name):
     assert len(env.spec.composition) and int(facts["n_compositions"]) == {SZ: 39, MMM: 66}[name]
     assert facts["ally_unit_id"][MARINE] == ALLY_ID[MARINE] and facts["enemy_unit_id"][STALKER] == STOCK_ID[STALKER]
     assert facts["max_health"][MARAUDER] == 125 and facts["max_shield"][ZEALOT] == 50
+
+
+WORLD_KEYS = ("alive", "pos", "health", "shield", "energy", "cooldown")  # what a game shows of its units
+
+
+@pytest.mark.parametrize("name", ["sc2_3-8sz", "sc2_3-8MMM"])
+def test_an_external_step_is_scored_as_the_simulators_own(name):
+    """step_external with the world a simulated step reached gives that step's reward, flags,
+    info and observation exactly (steps that end an episode are resynchronised, as the world
+    after them is the next episode's)."""
+    sim, scored = (cpfast.make_env(name, num_envs=3, seed=4, num_threads=1) for _ in range(2))
+    policy, obs, compared = RandomPolicy(sim.spec, 1), sim.reset(), 0
+    scored.reset()
+    for _ in range(120):
+        obs, reward, terminated, truncated, info = sim.step(policy(obs))
+        for i in range(3):
+            if terminated[i] or truncated[i]:
+                scored.set_state(i, sim.get_state(i))
+                continue
+            state = sim.get_state(i)
+            out = scored.step_external(i, {k: state[k] for k in WORLD_KEYS})
+            for ours, theirs in zip(out[1:4], (reward, terminated, truncated)):
+                assert ours[i] == theirs[i]
+            for key in ("battle_won", "battle_draw", "battle_lost", "timeout", "composition_index", "episode_step"):
+                assert out[4][key][i] == info[key][i], key
+            for key, value in obs.items():
+                np.testing.assert_array_equal(out[0][key][i], value[i], err_msg=key)
+            compared += 1
+    assert compared > 200 and (sim.info["battle_won"] >= 0).all()
+
+
+def test_external_steps_check_their_input_and_exist_only_where_scored():
+    env = cpfast.make_env("sc2_3-8sz", num_envs=1, seed=0, num_threads=1)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step_external(0, {})
+    env.reset()
+    before = env.get_state(0)
+    for world, message in (({"no_such_key": np.zeros(3)}, "unknown state key"),
+                           ({"health": np.zeros(3)}, "shape"),
+                           ({"pos": np.full((16, 2), np.nan)}, "finite")):
+        with pytest.raises(ValueError, match=message):
+            env.step_external(0, world)
+    with pytest.raises(ValueError, match="env index"):
+        env.step_external(1, {})
+    after = env.get_state(0)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    rc = cpfast.make_env("resource_collection", num_envs=1, num_threads=1)
+    rc.reset()
+    with pytest.raises(NotImplementedError, match="resource_collection cannot score a step made outside it"):
+        rc.step_external(0, {})

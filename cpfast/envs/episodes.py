@@ -6,11 +6,8 @@ from typing import Callable
 
 import numpy as np
 
+from .registry import OUTCOMES
 from .vec_env import VecEnv
-
-# Episode outcomes of envs that report them (StarCraft): the info flag set on an episode's last
-# step (exactly one of them) -> the name of its rate. A time-out is a draw.
-OUTCOMES = {"battle_won": "win_rate", "battle_draw": "draw_rate", "battle_lost": "loss_rate"}
 
 
 def run_episodes(env: VecEnv, policy: Callable[[dict], np.ndarray], n_episodes: int) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from .episodes import OUTCOMES
-from .registry import make_env
+from .registry import env_facts, make_env
 
 # Info keys of an episode's outcome, as the VecEnv reports them (StarCraft), copied into every
 # agent's infos on the step an episode ends.
@@ -65,8 +65,11 @@ class CpfastParallelEnv(ParallelEnv):
         spec = self._vec.spec
         self.metadata = {**self.metadata, "name": f"cpfast_{name}_v0"}
         # Only `dynamic` adds agents mid-episode: at most one join per composition event, and
-        # events come after every 10th step except the last.
-        max_joins = (spec.episode_limit - 1) // 10 if spec.composition == "dynamic" and not self.fixed_slots else 0
+        # events come after every period-th step except the last.
+        if spec.composition == "dynamic" and not self.fixed_slots:
+            max_joins = (spec.episode_limit - 1) // int(env_facts(name)["composition_event_period"])
+        else:
+            max_joins = 0
         self.possible_agents = [f"agent_{i}" for i in range(spec.max_agents + max_joins)]
         self.agent_slot = {}  # name -> slot of every agent seen this episode (leavers included)
         self._next_name = spec.max_agents  # index in possible_agents of the next joiner's name

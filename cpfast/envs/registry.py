@@ -17,7 +17,6 @@ from .vec_env import VecEnv
 @dataclass(frozen=True)
 class EnvEntry:
     runner_cls: type
-    compositions: tuple[str, ...]
     zero_shot_table: Callable[[], np.ndarray] | None
     renderer: Callable[[dict[str, np.ndarray]], np.ndarray] | None
     # Training-config fields this environment's preset changes (docs/method.md §17), applied by
@@ -29,27 +28,39 @@ class EnvEntry:
     # and a per-agent buffer the runner may carry is not exposed.
     agent_rewards: bool = False
 
+    @property
+    def compositions(self) -> tuple[str, ...]:
+        """The composition names the C++ env accepts (StarCraft: ``train`` draws one per reset,
+        ``"k"`` fixes the k-th of its list)."""
+        return tuple(self.runner_cls.compositions)
 
-def _indexed_compositions(runner_cls) -> tuple[str, ...]:
-    """StarCraft: ``train`` draws a composition per reset; ``"k"`` fixes the k-th of the C++ list."""
-    return ("train", *map(str, range(int(runner_cls.facts["n_compositions"][0]))))
 
-
+# One line per C++ environment class; everything else about an env (dims, compositions, options,
+# facts, outcome flags) the class declares itself.
 REGISTRY: dict[str, EnvEntry] = {
-    "resource_collection": EnvEntry(
-        _envs.ResourceCollection, ("train", "n5", "n6", "dynamic"), tables.rc_zero_shot_table,
-        render.render_resource_collection, agent_rewards=True,
-    ),
-    "rescue": EnvEntry(
-        _envs.RescueGame, ("train", "n5", "n6", "dynamic"), tables.rescue_zero_shot_table, render.render_rescue,
-        train_defaults={"segment_tail": "pad", "truncation_is_terminal": False},
-    ),
-    # StarCraft: "train" samples a composition per reset; "<k>" fixes composition index k.
-    "sc2_3-8sz": EnvEntry(_envs.StarCraft3to8sz, _indexed_compositions(_envs.StarCraft3to8sz), None,
-                          render.render_starcraft, eval_compositions=("train",)),
-    "sc2_3-8MMM": EnvEntry(_envs.StarCraft3to8MMM, _indexed_compositions(_envs.StarCraft3to8MMM), None,
-                           render.render_starcraft, eval_compositions=("train",)),
+    "resource_collection": EnvEntry(_envs.ResourceCollection, tables.rc_zero_shot_table,
+                                    render.render_resource_collection, agent_rewards=True),
+    "rescue": EnvEntry(_envs.RescueGame, tables.rescue_zero_shot_table, render.render_rescue,
+                       train_defaults={"segment_tail": "pad", "truncation_is_terminal": False}),
+    "sc2_3-8sz": EnvEntry(_envs.StarCraft3to8sz, None, render.render_starcraft, eval_compositions=("train",)),
+    "sc2_3-8MMM": EnvEntry(_envs.StarCraft3to8MMM, None, render.render_starcraft, eval_compositions=("train",)),
 }
+
+
+def _outcomes() -> dict[str, str]:
+    """Every registered env's outcome flags (info key -> rate name); two envs may share a flag
+    only under the same rate name."""
+    outcomes: dict[str, str] = {}
+    for name, entry in REGISTRY.items():
+        for key, rate in entry.runner_cls.outcomes.items():
+            if outcomes.setdefault(key, rate) != rate:
+                raise RuntimeError(f"{name} names outcome flag {key!r} {rate!r}, another env {outcomes[key]!r}")
+    return outcomes
+
+
+# Episode outcomes of the envs that report them (StarCraft): the info flag set on an episode's
+# last step (exactly one of them) -> the name of its rate. A time-out is a draw.
+OUTCOMES = _outcomes()
 
 
 def registered(name: str) -> EnvEntry:

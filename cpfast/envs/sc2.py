@@ -17,7 +17,8 @@ installed for this purpose (it also claims the ``smac`` module name).
 One feature path: the game's unit states are written into a simulator env with ``set_state``,
 and that env's C++ code builds the entities, masks and availability, so both backends give
 identical arrays for identical unit states. Composition, placement and tags are drawn by the
-simulator's reset (same seeds, same teams). Reward and game end follow docs/environments.md, StarCraft §8 here.
+simulator's reset (same seeds, same teams). Reward, game end, outcome flags, auto-reset and the
+action checks are the simulator's own code too (``VecEnv.step_external``, ``check_actions``).
 
 This backend has not been run against a live game in this repository's CI (no machine here can
 install StarCraft II). The calibration harness of StarCraft §12, ``cpfast.sc2_calibration``, plays the
@@ -38,11 +39,9 @@ from .registry import env_facts, make_env
 SC2_VERSION = "4.6.2.69232"
 MAP_NAME = "empty_passive"
 # Per simulator unit type (the C++ table, docs/environments.md, StarCraft §4): REFIL's ally "_RL"
-# unit id and the stock enemy id, maximum health and shield.
+# unit id and the stock enemy id.
 _FACTS = env_facts("sc2_3-8sz")  # the same unit table serves both scenarios
 UNIT_IDS = {t: (int(a), int(e)) for t, (a, e) in enumerate(zip(_FACTS["ally_unit_id"], _FACTS["enemy_unit_id"]))}
-MAX_HEALTH = dict(enumerate(_FACTS["max_health"]))
-MAX_SHIELD = dict(enumerate(_FACTS["max_shield"]))
 ABILITY_STOP, ABILITY_MOVE, ABILITY_ATTACK, ABILITY_HEAL = 4, 16, 23, 386
 LOOPS_PER_STEP = 8
 MOVE_DISTANCE = 2.0
@@ -182,28 +181,20 @@ class _Game:
 
 
 class SC2VecEnv:
-    """``num_envs`` real games behind the ``VecEnv`` interface (auto-reset in the same step)."""
+    """``num_envs`` real games behind the ``VecEnv`` interface (auto-reset in the same step).
+
+    The games only move the units. A simulator twin (``make_env`` with the same arguments) draws
+    each episode's composition, placement and tags, takes the game's units after every step
+    (``VecEnv.step_external``) and builds every array from them with its own C++ code: the
+    observation, the reward, the episode's end and outcome, the auto-reset and the action checks
+    are the simulator's, not copies of them."""
 
     def __init__(self, name: str, num_envs: int, seed: int, composition: str, eval_seed, step_mul: int):
-        # The simulator twin: draws compositions/placements/tags and builds every observation array.
         self._sim = make_env(name, num_envs=num_envs, seed=seed, composition=composition, num_threads=1,
                              eval_seed=eval_seed)
         self.spec, self.num_envs, self.step_mul = self._sim.spec, num_envs, step_mul
-        self._mmm = name == "sc2_3-8MMM"
-        self._max_reward = env_facts(name)["max_reward"]
         self._games = [_Game(seed + i) for i in range(num_envs)]
         self._game_tag = np.zeros((num_envs, 16), dtype=np.uint64)  # game unit tag of each slot
-        n = num_envs
-        self._reward = np.zeros(n, np.float32)
-        self._terminated = np.zeros(n, bool)  # bool like VecEnv's
-        self._truncated = np.zeros(n, bool)
-        self._info = {"battle_won": np.zeros(n, np.int32), "battle_draw": np.zeros(n, np.int32),
-                      "battle_lost": np.zeros(n, np.int32), "timeout": np.zeros(n, np.int32),
-                      "composition_index": np.zeros(n, np.int32), "episode_step": np.zeros(n, np.int32),
-                      "episode_return": np.zeros(n, np.float32), "episode_length": np.zeros(n, np.int32),
-                      }
-        self._info["final"] = {k: np.zeros_like(v) for k, v in self._sim.observation.items()}
-        self._return = np.zeros(n)
 
     @property
     def observation(self):
@@ -211,9 +202,10 @@ class SC2VecEnv:
 
     @property
     def info(self):
-        return self._info
+        return self._sim.info
 
     def _start_episode(self, i: int) -> None:
+        """Puts the twin's new episode (env ``i``) on the game: its units, then the enemy's attack."""
         state = self._sim.get_state(i)
         game = self._games[i]
         game.clear()
@@ -230,26 +222,23 @@ class SC2VecEnv:
         enemies = [int(self._game_tag[i, s]) for s in exists if s >= 8]
         centroid = tuple(float(v) for v in state["pos"][[s for s in exists if s < 8]].mean(0))
         game.command([(ABILITY_ATTACK, enemies, centroid)])
-        self._observe(i)
-        self._return[i] = 0.0
+        self._sim.set_state(i, self._units(i, state))
 
-    def _observe(self, i: int) -> dict:
-        """Reads the game's units into the simulator twin's state (missing units are dead)."""
-        state = self._sim.get_state(i)
+    def _units(self, i: int, state: dict) -> dict:
+        """The game's units of env ``i`` as the twin's state fields (a missing unit is dead)."""
         by_tag = {u.tag: u for u in self._games[i].units()}
-        update = {k: state[k].copy() for k in ("alive", "pos", "health", "shield", "energy", "cooldown")}
+        world = {k: state[k].copy() for k in ("alive", "pos", "health", "shield", "energy", "cooldown")}
         for slot in np.flatnonzero(state["unit_type"] >= 0):
             unit = by_tag.get(int(self._game_tag[i, slot]))
             if unit is None or unit.health <= 0:
-                update["alive"][slot] = 0
+                world["alive"][slot] = 0
                 continue
-            update["pos"][slot] = np.clip((unit.pos.x, unit.pos.y), 0.0, 32.0)
-            update["health"][slot] = unit.health
-            update["shield"][slot] = unit.shield
-            update["energy"][slot] = min(unit.energy, 200.0)
-            update["cooldown"][slot] = max(unit.weapon_cooldown, 0.0)
-        self._sim.set_state(i, update)
-        return update
+            world["pos"][slot] = np.clip((unit.pos.x, unit.pos.y), 0.0, 32.0)
+            world["health"][slot] = unit.health
+            world["shield"][slot] = unit.shield
+            world["energy"][slot] = min(unit.energy, 200.0)
+            world["cooldown"][slot] = max(unit.weapon_cooldown, 0.0)
+        return world
 
     def reset(self, env_ids=None, episode_seeds=None):
         self._sim.reset(env_ids, episode_seeds)
@@ -258,78 +247,38 @@ class SC2VecEnv:
         return self._sim.observation
 
     def step(self, actions):
-        actions = np.asarray(actions)
-        obs = self._sim.observation
-        if actions.shape != (self.num_envs, self.spec.max_agents) or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be an integer array of shape {(self.num_envs, self.spec.max_agents)}")
-        rows, slots = np.nonzero(obs["agent_present"])
-        bad = ~obs["avail_actions"][rows, slots, np.clip(actions[rows, slots], 0, self.spec.n_actions - 1)].astype(bool)
-        if (actions < 0).any() or (actions >= self.spec.n_actions).any() or bad.any():
-            raise ValueError("actions outside [0, n_actions) or not available (see avail_actions)")
+        actions = self._sim.check_actions(actions)
         for i in range(self.num_envs):
-            self._step_env(i, actions[i])
-        return self._sim.observation, self._reward, self._terminated, self._truncated, self._info
+            state = self._sim.get_state(i)
+            game = self._games[i]
+            game.command(self._commands(i, state, actions[i]))
+            game.controller.step(self.step_mul)
+            views = self._sim.step_external(i, self._units(i, state))
+            _, _, terminated, truncated, _ = views
+            if terminated[i] or truncated[i]:
+                self._start_episode(i)  # the twin has drawn the next episode already
+        return views
 
-    def _step_env(self, i: int, actions) -> None:
-        before = self._sim.get_state(i)
+    def _commands(self, i: int, state: dict, actions) -> list:
+        """The game's orders for env ``i``'s actions (docs/environments.md, StarCraft §5)."""
         commands = []
         for a in range(8):
             act = int(actions[a])
-            if before["unit_type"][a] < 0 or not before["alive"][a] or act == 0:
+            if state["unit_type"][a] < 0 or not state["alive"][a] or act == 0:
                 continue
             tag = int(self._game_tag[i, a])
             if act == 1:
                 commands.append((ABILITY_STOP, [tag], None))
             elif act <= 5:
                 dx, dy = ((0, 1), (0, -1), (1, 0), (-1, 0))[act - 2]
-                x, y = before["pos"][a]
+                x, y = state["pos"][a]
                 commands.append((ABILITY_MOVE, [tag], (float(x + MOVE_DISTANCE * dx), float(y + MOVE_DISTANCE * dy))))
             else:
                 target_tag = act - 6
-                slots = np.flatnonzero(before["tag"] == target_tag)
+                slots = np.flatnonzero(state["tag"] == target_tag)
                 ability = ABILITY_ATTACK if target_tag < 8 else ABILITY_HEAL
                 commands.append((ability, [tag], int(self._game_tag[i, slots[0]])))
-        game = self._games[i]
-        game.command(commands)
-        game.controller.step(self.step_mul)
-        after = self._observe(i)
-        # Reward and game end (docs/environments.md, StarCraft §8).
-        enemy = slice(8, 16)
-        exists = before["unit_type"] >= 0
-        was_alive = (before["alive"][enemy] != 0) & exists[enemy]
-        prev = before["health"][enemy] + before["shield"][enemy]
-        now = after["health"][enemy] + after["shield"][enemy]
-        died = was_alive & (after["alive"][enemy] == 0)
-        delta = np.where(died, prev, prev - now)[was_alive].sum()
-        ally_alive = (after["alive"][:8] != 0) & exists[:8]
-        enemy_alive = (after["alive"][enemy] != 0) & exists[enemy]
-        healer = before["unit_type"] == 2
-        loss = (not ally_alive.any() and enemy_alive.any()) or (self._mmm and not (ally_alive & ~healer[:8]).any())
-        win = not loss and ((ally_alive.any() and not enemy_alive.any())
-                            or (self._mmm and not (enemy_alive & ~healer[enemy]).any()))
-        draw = not loss and not win and not ally_alive.any() and not enemy_alive.any()
-        ended = loss or win or draw
-        reward = abs(delta + 10 * died.sum()) + (200 if win else 0)
-        step = int(before["episode_step"]) + 1
-        self._reward[i] = reward / (self._max_reward / 20)
-        self._terminated[i] = ended
-        self._truncated[i] = not ended and step >= self.spec.episode_limit
-        self._info["battle_won"][i] = win
-        self._info["battle_draw"][i] = draw or self._truncated[i]  # a time-out is a draw
-        self._info["battle_lost"][i] = loss
-        self._info["timeout"][i] = self._truncated[i]
-        self._info["composition_index"][i] = before["composition_index"]
-        self._return[i] += self._reward[i]
-        if ended or self._truncated[i]:
-            for key, value in self._sim.observation.items():
-                self._info["final"][key][i] = value[i]
-            self._info["episode_return"][i], self._info["episode_length"][i] = self._return[i], step
-            self.reset([i])
-            self._info["episode_step"][i] = 0
-        else:
-            self._sim.set_state(i, {"episode_step": step})
-            self._info["episode_return"][i], self._info["episode_length"][i] = 0.0, 0
-            self._info["episode_step"][i] = step
+        return commands
 
     def close(self) -> None:
         for game in self._games:

@@ -157,6 +157,31 @@ class VecEnv:
         self._runner.step(self._validate_actions(actions))
         return self._obs, self._reward, self._terminated, self._truncated, self._info
 
+    def check_actions(self, actions) -> np.ndarray:
+        """The checks ``step`` makes of ``actions`` (shape, dtype, range, availability), without
+        stepping: for a backend that plays them elsewhere. Returns them as the runner takes them."""
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        a = self._validate_actions(actions)
+        self._runner.check_actions(a)
+        return a
+
+    def step_external(self, i: int, world: dict[str, Any]):
+        """One step of env ``i`` whose world moved outside the simulator (the real game): ``world``
+        (any of ``get_state``'s keys, converted and checked as ``set_state`` does) is the state
+        after the step. The env scores the step with its own rules (reward, end, outcome flags)
+        and auto-resets as ``step`` does; returns ``step``'s views. Only envs that can score such
+        steps have it (the StarCraft scenarios)."""
+        if not hasattr(self._runner, "step_external"):
+            raise NotImplementedError(f"{self.spec.name} cannot score a step made outside it")
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        i = self._check_index(i)
+        if not isinstance(world, dict):
+            raise ValueError(f"world must be a dict of arrays, got {type(world).__name__}")
+        self._runner.step_external(i, {key: self._convert_state_value(key, value) for key, value in world.items()})
+        return self._obs, self._reward, self._terminated, self._truncated, self._info
+
     def _validate_actions(self, actions) -> np.ndarray:
         """Shape and dtype here; values (range, availability) in the C++ runner, which checks
         every action before any env changes and raises ValueError naming the first bad one."""

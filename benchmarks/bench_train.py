@@ -60,6 +60,20 @@ def test_update_ms(benchmark, record_throughput, method):
     record_throughput("update", (method, str(DEVICE), torch.get_num_threads()), seconds)
 
 
+@pytest.mark.parametrize("kernels,precision", [("fused", "float32"), ("torch", "float32"), ("torch", "bfloat16")])
+@pytest.mark.parametrize("preset_name", ["paper", "fast"])
+def test_update_ms_by_precision(benchmark, record_throughput, preset_name, kernels, precision):
+    """A COPA update in float32 against bfloat16 autocast (CPUs with AVX-512 BF16 or AMX; the
+    fused kernels take float32 only, so autocast runs on the pure-torch path), same batches."""
+    if precision == "bfloat16" and DEVICE.type == "cpu" and not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN: bfloat16 matrix products would be emulated")
+    cfg = preset(preset_name).replace(method="copa", kernels=kernels)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        seconds = median_update_seconds(benchmark, cfg)
+    record_throughput("update_precision", (preset_name, kernels, precision, str(DEVICE), torch.get_num_threads()),
+                      seconds)
+
+
 def test_training_loop_env_steps(benchmark, record_throughput):
     cfg = preset("paper").replace(total_steps=3 * 145 * 8, eval_episodes=1, checkpoint_every=10**6)
     trainer = Trainer(cfg, "/tmp/cpfast-bench-run")
@@ -87,4 +101,7 @@ def summarize_training(results: dict) -> list[str]:
     for (device, threads), rate in sorted(results.get("loop", {}).items()):
         lines.append(f"training loop (COPA, paper sizes) on {device} ({threads} threads): {rate:,.0f} env-steps/s; "
                      f"projected 5M-step run: {PAPER_STEPS / rate / 3600:.1f} h")
+    for (preset_name, kernels, precision, device, threads), seconds in sorted(results.get("update_precision", {}).items()):
+        lines.append(f"COPA update, {preset_name} sizes, {kernels} kernels, {precision} on {device} ({threads} threads): "
+                     f"{seconds * 1e3:8.1f} ms")
     return [""] + lines if lines else []

@@ -30,5 +30,5 @@ PY
 python -m pytest -q -p no:cacheprovider --rootdir "$root" -c "$root/pyproject.toml" \
   "$root/tests/test_env_contract.py" "$root/tests/test_env_bad_input.py" "$root/tests/test_env_faults.py" \
   "$root/tests/test_rc_conformance.py" "$root/tests/test_rc_rules.py" "$root/tests/test_rescue_rules.py" \
-  "$root/tests/test_sc2_rules.py" "$root/tests/test_kernels.py" \
+  "$root/tests/test_sc2_rules.py" "$root/tests/test_sc2_backend.py" "$root/tests/test_kernels.py" \
   -k "not worker_thread_cannot_start" "$@"

@@ -42,7 +42,7 @@ def composition_rank(env: str | None, composition: str) -> int:
     return names.index(composition) if composition in names else len(names)
 BETAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
 CSV_FIELDS = ("run_dir", "env", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
-              "return_se", "comm_frequency")
+              "return_se", "comm_frequency", "comm_every")
 OUTCOME_FIELDS = tuple(OUTCOMES.values())  # win_rate, draw_rate, loss_rate: envs that report outcomes
 # What reading an eval.csv back needs (older files lack env, run_dir and checkpoint).
 REQUIRED_FIELDS = ("method", "seed", "composition", "beta", "return", "return_se", "comm_frequency")
@@ -76,13 +76,15 @@ def load_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
 
 def evaluate_runs(run_dirs, compositions=None, betas=BETAS, episodes: int = 500, which: str = "latest",
                   device: str = "auto", threads: int | None = None, progress: bool = False,
-                  overrides: dict | None = None, eps: float = 0.0, sample_strategies: bool = False) -> list[dict]:
+                  overrides: dict | None = None, eps: float = 0.0, sample_strategies: bool = False,
+                  comm_every: int = 1) -> list[dict]:
     """One row per run x composition x beta (a single row per composition for coachless methods,
     with ``beta`` and ``comm_frequency`` None). ``return_se`` is over that run's episodes.
     ``compositions=None`` takes each run's environment's evaluation set (Resource Collection:
     train, n5, n6, dynamic; StarCraft: train). Rows of StarCraft runs also carry ``win_rate``,
     ``draw_rate`` and ``loss_rate``. ``overrides`` change evaluation settings of every run's
-    config (e.g. ``eval_seed``); fields that define the networks cannot change."""
+    config (e.g. ``eval_seed``); fields that define the networks cannot change. ``comm_every=k``
+    lets coaches send only at every k-th decision time (``rollout.Team``; a row column)."""
     fixed = sorted(set(overrides or {}) & set(checkpoint.ARCHITECTURE_FIELDS))
     if fixed:
         raise ValueError(f"{', '.join(fixed)} define the trained networks and cannot change at evaluation")
@@ -100,13 +102,14 @@ def evaluate_runs(run_dirs, compositions=None, betas=BETAS, episodes: int = 500,
         for composition in compositions or entry.eval_compositions or entry.compositions:
             for beta in (betas if cfg.uses_coach else (None,)):
                 result = evaluate(nets, cfg, composition, 0.0 if beta is None else float(beta), episodes, device,
-                                  eps=eps, sample_strategies=sample_strategies)
+                                  eps=eps, sample_strategies=sample_strategies, comm_every=comm_every)
                 rows.append({
                     "run_dir": str(run_dir), "env": cfg.env, "method": cfg.method, "seed": cfg.seed, "checkpoint": which,
                     "env_steps": payload.get("counter"), "composition": composition,
                     "beta": None if beta is None else float(beta), "episodes": episodes,
                     "return": result["return"], "return_se": result["return_se"],
                     "comm_frequency": result["comm_frequency"] if cfg.uses_coach else None,
+                    "comm_every": comm_every if cfg.uses_coach else None,
                 } | {k: result[k] for k in OUTCOME_FIELDS if k in result})
     return rows
 
@@ -183,7 +186,7 @@ def read_log(path: str | Path, required, expected: str, convert) -> list:
 def read_csv(path: str | Path) -> list[dict]:
     """eval.csv back into rows as evaluate_runs returns them."""
     numeric = {"seed": int, "env_steps": int, "episodes": int, "beta": float, "return": float, "return_se": float,
-               "comm_frequency": float, **{k: float for k in OUTCOME_FIELDS}}
+               "comm_frequency": float, "comm_every": int, **{k: float for k in OUTCOME_FIELDS}}
     return read_log(path, REQUIRED_FIELDS, f"an eval.csv written by python -m cpfast.evaluate (columns "
                     f"{', '.join(CSV_FIELDS)})", lambda row: {k: (None if v in (NA, "") else numeric[k](v) if k in numeric
                                                               else v) for k, v in row.items()})
@@ -225,6 +228,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="act epsilon-greedily as training does (diagnosis; default 0: greedy)")
     p.add_argument("--sampled-strategies", action="store_true",
                    help="send sampled strategies as training does (diagnosis; default: the coach's mean)")
+    p.add_argument("--comm-every", type=int, default=1, metavar="K",
+                   help="coaches send only at every K-th decision time, forced sends aside (with --betas -1: a "
+                        "fixed schedule at about 1/K frequency, the control for adaptive communication; default 1)")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="settings",
                    help="evaluation settings of the runs' configs, e.g. --set eval_seed=123")
     p.add_argument("--out", default=".", help="folder for eval.csv and eval.md (default: current folder)")
@@ -239,6 +245,8 @@ def main(argv=None) -> list[dict]:
         raise SystemExit(f"error: --eps must lie in [0, 1], got {args.eps}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"error: --threads must be positive, got {args.threads}")
+    if args.comm_every < 1:
+        raise SystemExit(f"error: --comm-every must be positive, got {args.comm_every}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():  # found out before the evaluation, not after it
         raise SystemExit(f"error: --out {out} is a file, not a folder")
@@ -247,7 +255,7 @@ def main(argv=None) -> list[dict]:
             check_beta(beta, "--betas")
         rows = evaluate_runs(args.run_dirs, args.compositions, args.betas, args.episodes, args.checkpoint,
                              args.device, args.threads, progress=True, overrides=parse_overrides(args.settings),
-                             eps=args.eps, sample_strategies=args.sampled_strategies)
+                             eps=args.eps, sample_strategies=args.sampled_strategies, comm_every=args.comm_every)
     except (CheckpointError, ValueError) as error:  # bad files, unknown compositions: a message, not a trace
         raise SystemExit(f"error: {error}") from None
     table = markdown_table(summarise(rows))
@@ -255,6 +263,8 @@ def main(argv=None) -> list[dict]:
     write_csv(rows, out / "eval.csv")
     acting = ("" if args.eps == 0 and not args.sampled_strategies else
               f"acting as in training (eps {args.eps:g}{', sampled strategies' if args.sampled_strategies else ''}); ")
+    if args.comm_every > 1:
+        acting += f"coaches send only at every {args.comm_every}th decision time (forced sends aside); "
     note = (f"{args.episodes} evaluation episodes per run and setting, checkpoint `{args.checkpoint}`; {acting}"
             "mean ± s.e. over seeds (sample std / sqrt(n_seeds)); one seed: its s.e. over episodes.")
     for warning in duplicate_seeds(rows):

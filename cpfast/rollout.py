@@ -58,14 +58,20 @@ class Team:
     ``beta=None`` (training) sends the decision's strategy to every present player; a number
     (evaluation) sends it only to a player that has none yet or whose strategy moved by more
     than ``beta`` (adaptive communication). ``sample_strategies`` sends samples of the coach's
-    distribution (training) instead of its means (evaluation). A join or a leave restarts that
+    distribution (training) instead of its means (evaluation). ``comm_every=k`` (evaluation)
+    lets the coach send only at every k-th decision time of an episode, apart from forced sends:
+    with ``beta=-1`` a fixed schedule at about 1/k of the decision points, the control against
+    which adaptive communication at the same frequency is judged. A join or a leave restarts that
     slot's memory, previous action and held strategy (the learner replays the same, see
     ``Learner.replay_q``); ``end_episodes`` restarts whole envs, which auto-reset."""
 
     def __init__(self, nets: Networks, cfg: Config, n_envs: int, device, generator: torch.Generator | None = None,
-                 *, beta: float | None = 0.0, eps: float = 0.0, sample_strategies: bool = False, seed: int | None = None):
+                 *, beta: float | None = 0.0, eps: float = 0.0, sample_strategies: bool = False, seed: int | None = None,
+                 comm_every: int = 1):
+        if isinstance(comm_every, bool) or not isinstance(comm_every, int) or comm_every < 1:
+            raise ValueError(f"comm_every must be a positive integer, got {comm_every!r}")
         self.nets, self.cfg, self.device = nets, cfg, device
-        self.beta, self.eps, self.sample = beta, eps, sample_strategies
+        self.beta, self.eps, self.sample, self.comm_every = beta, eps, sample_strategies, comm_every
         if generator is None:
             generator = torch.Generator(device=device).manual_seed(cfg.eval_seed if seed is None else seed)
         self.generator = generator
@@ -140,7 +146,9 @@ class Team:
         sending = obs["present"].bool() & torch.as_tensor(deciding, device=self.device)[:, None]
         send = sending
         if self.beta is not None:
-            send = sending & (~self.received | ((fresh - self.strategy).norm(dim=-1) > self.beta))
+            scheduled = torch.as_tensor((self.t // self.cfg.period) % self.comm_every == 0, device=self.device)
+            moved = (fresh - self.strategy).norm(dim=-1) > self.beta
+            send = sending & (~self.received | (scheduled[:, None] & moved))
         self.strategy[send] = fresh[send]
         self.received |= send
         self.sends += int(send.sum())
@@ -184,7 +192,8 @@ class Team:
 
 @torch.no_grad()
 def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episodes: int, device,
-             n_envs: int | None = None, eps: float = 0.0, sample_strategies: bool = False) -> dict[str, float]:
+             n_envs: int | None = None, eps: float = 0.0, sample_strategies: bool = False,
+             comm_every: int = 1) -> dict[str, float]:
     """Greedy players and mean strategies gated by the adaptive rule with threshold ``beta``
     (``Team``). Episode k uses evaluation seed ``cfg.eval_seed`` (the same starting
     states for every method and trained seed). Returns the mean team return, its standard
@@ -192,11 +201,13 @@ def evaluate(nets: Networks, cfg: Config, composition: str, beta: float, episode
     size at the episode's start (``return_by_team_size``), plus ``win_rate``,
     ``draw_rate`` and ``loss_rate`` for envs that report episode outcomes (StarCraft: a time-out
     is a draw, see ``OUTCOMES``). ``eps`` and ``sample_strategies`` act as training does instead
-    (epsilon-greedy players, sampled strategies), to tell the two behaviours apart."""
+    (epsilon-greedy players, sampled strategies), to tell the two behaviours apart; ``comm_every``
+    sends only at every k-th decision time (``Team``)."""
     n_envs = n_envs or min(episodes, 50)
     env = make_env(cfg.env, num_envs=n_envs, seed=0, composition=composition, eval_seed=cfg.eval_seed,
                    num_threads=cfg.num_threads or None)
-    team = Team(nets, cfg, n_envs, device, beta=beta, eps=eps, sample_strategies=sample_strategies)
+    team = Team(nets, cfg, n_envs, device, beta=beta, eps=eps, sample_strategies=sample_strategies,
+                comm_every=comm_every)
     returns: dict[int, float] = {}
     outcomes: dict[int, str] = {}  # episode -> its OUTCOMES flag, for envs that report them (StarCraft)
     episode_of_env = np.arange(n_envs)  # k = i + j * n_envs

@@ -68,6 +68,8 @@ CASES = [
     case("evaluate", ["{files}/no_config", "--threads", "-1"], "--threads must be positive, got -1", "evaluate-threads"),
     case("evaluate", ["{files}/no_config", "--betas", "0", "nan"], "--betas must be a finite number", "evaluate-beta"),
     case("evaluate", ["{files}/no_config", "--episodes", "0"], "--episodes must be positive", "evaluate-episodes"),
+    case("evaluate", ["{files}/no_config", "--comm-every", "0"], "--comm-every must be positive, got 0",
+         "evaluate-comm-every"),
     case("evaluate", ["{files}/no_config", "--device", "foo"], "unknown device 'foo'", "evaluate-device"),
     case("evaluate", ["{files}/no_config", "--set", "period=8"], "period define the trained networks", "evaluate-set"),
     case("evaluate", ["{files}/no_config", "--out", "{a_file}"], "is a file, not a folder", "evaluate-out-file"),

@@ -23,7 +23,7 @@ HUGE_BETA = 1e6
 BETAS = [-1.0, HUGE_BETA]  # every decision point sends / only the forced sends
 RUNS = [("copa", 0), ("copa", 1), ("aqmix", 0)]
 CSV_COLUMNS = ["run_dir", "env", "method", "seed", "checkpoint", "env_steps", "composition", "beta", "episodes", "return",
-               "return_se", "comm_frequency"]
+               "return_se", "comm_frequency", "comm_every"]
 
 
 @pytest.fixture(scope="module")

@@ -201,6 +201,23 @@ def test_adaptive_communication_counts(composition):
     assert forced < points
 
 
+@pytest.mark.parametrize("every", [2, 3, 4])
+def test_a_fixed_communication_schedule_sends_at_every_kth_decision(every):
+    """The control for adaptive communication: with beta = -1 and comm_every = k a coach sends at
+    decision times 0, k, 2k, ... of an episode (and whatever is forced)."""
+    cfg = tiny(eval_seed=77)
+    nets = cpfast.nn.Networks(cpfast.make_env("resource_collection").spec, cfg)
+    limit = cpfast.make_env("resource_collection").spec.episode_limit
+    times = len(range(0, limit, cfg.period))  # decision times per episode
+    scheduled = evaluate(nets, cfg, "train", beta=-1.0, episodes=4, device="cpu", n_envs=4, comm_every=every)
+    assert scheduled["comm_frequency"] == pytest.approx(len(range(0, times, every)) / times)  # a fixed team
+    forced, points = decision_counts("dynamic", 77, episodes=4, n_envs=4, period=cfg.period)
+    joining = evaluate(nets, cfg, "dynamic", beta=-1.0, episodes=4, device="cpu", n_envs=4, comm_every=every)
+    assert 1 / every - 0.05 < joining["comm_frequency"] <= 1 / every + forced / points
+    with pytest.raises(ValueError, match="comm_every must be a positive integer"):
+        evaluate(nets, cfg, "train", beta=-1.0, episodes=4, device="cpu", n_envs=4, comm_every=0)
+
+
 def test_cli_refuses_to_overwrite_a_run_unless_asked(tmp_path):
     run_dir = tmp_path / "run"
     args = ["--preset", "quick", "--steps", str(145 * 8), "--eval-episodes", "2", "--run-dir", str(run_dir),

@@ -42,9 +42,13 @@ class TeamDraw {
     const std::vector<std::string> names = Names();
     int k = 0;
     while (k < static_cast<int>(names.size()) && options.composition != names[k]) ++k;
-    if (k == static_cast<int>(names.size()))
+    if (k == static_cast<int>(names.size())) {
+      std::string expected;  // "train, n5, n6 or dynamic"
+      for (size_t j = 0; j < names.size(); ++j)
+        expected += (j == 0 ? "" : j + 1 == names.size() ? " or " : ", ") + names[j];
       throw std::invalid_argument("unknown composition '" + options.composition + "' for " + env_name +
-                                  " (expected train, n5, n6 or dynamic)");
+                                  " (expected " + expected + ")");
+    }
     kind_ = static_cast<TeamComposition>(k);
     if (kind_ != TeamComposition::kTrain && (options.zero_shot_table == nullptr || options.zero_shot_rows <= 0))
       throw std::invalid_argument("composition '" + options.composition + "' needs the zero-shot attribute table");

@@ -16,9 +16,10 @@ installed for this purpose (it also claims the ``smac`` module name).
 
 One feature path: the game's unit states are written into a simulator env (``step_external``
 after a step, ``set_state`` at an episode's start), and that env's C++ code builds the entities,
-masks and availability, so both backends give identical arrays for identical unit states. Composition, placement and tags are drawn by the
-simulator's reset (same seeds, same teams). Reward, game end, outcome flags, auto-reset and the
-action checks are the simulator's own code too (``VecEnv.step_external``, ``check_actions``).
+masks and availability, so both backends give identical arrays for identical unit states.
+Composition, placement and tags are drawn by the simulator's reset (same seeds, same teams).
+Reward, game end, outcome flags, auto-reset and the action checks are the simulator's own code
+too (``VecEnv.step_external``, ``check_actions``).
 
 This backend has not been run against a live game in this repository's CI (no machine here can
 install StarCraft II). The calibration harness of StarCraft §12, ``cpfast.sc2_calibration``, plays the

@@ -152,16 +152,14 @@ class VecEnv:
 
     def step(self, actions):
         """Steps every env: returns ``(obs, reward, terminated, truncated, info)`` (views, see class doc)."""
-        if self._needs_reset:
-            raise RuntimeError("call reset() before step()")
+        self._check_reset()
         self._runner.step(self._validate_actions(actions))
         return self._obs, self._reward, self._terminated, self._truncated, self._info
 
     def check_actions(self, actions) -> np.ndarray:
         """The checks ``step`` makes of ``actions`` (shape, dtype, range, availability), without
         stepping: for a backend that plays them elsewhere. Returns them as the runner takes them."""
-        if self._needs_reset:
-            raise RuntimeError("call reset() before step()")
+        self._check_reset()
         a = self._validate_actions(actions)
         self._runner.check_actions(a)
         return a
@@ -174,13 +172,14 @@ class VecEnv:
         steps have it (the StarCraft scenarios)."""
         if not hasattr(self._runner, "step_external"):
             raise NotImplementedError(f"{self.spec.name} cannot score a step made outside it")
+        self._check_reset()
+        i = self._check_index(i)
+        self._runner.step_external(i, self._convert_state(world, "world"))
+        return self._obs, self._reward, self._terminated, self._truncated, self._info
+
+    def _check_reset(self) -> None:
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")
-        i = self._check_index(i)
-        if not isinstance(world, dict):
-            raise ValueError(f"world must be a dict of arrays, got {type(world).__name__}")
-        self._runner.step_external(i, {key: self._convert_state_value(key, value) for key, value in world.items()})
-        return self._obs, self._reward, self._terminated, self._truncated, self._info
 
     def _validate_actions(self, actions) -> np.ndarray:
         """Shape and dtype here; values (range, availability) in the C++ runner, which checks
@@ -230,8 +229,12 @@ class VecEnv:
         The env's current observation is rewritten from the new state.
         """
         i = self._check_index(i)
+        self._runner.set_state(i, self._convert_state(state, "state"))
+
+    def _convert_state(self, state, label: str) -> dict[str, np.ndarray]:
+        """``state`` (a subset of get_state's keys) checked and converted for the runner."""
         if not isinstance(state, dict):
-            raise ValueError(f"state must be a dict of arrays, got {type(state).__name__}")
+            raise ValueError(f"{label} must be a dict of arrays, got {type(state).__name__}")
         if STATE_ENV_KEY in state:
             # Two environments can share every key and shape (the StarCraft scenarios): the name
             # is what tells their states apart. A state without it (a subset) is taken as is.
@@ -240,9 +243,7 @@ class VecEnv:
             if not isinstance(source, str) or source != self.spec.name:
                 raise ValueError(f"state is from environment {source!r}, not {self.spec.name!r}: it cannot be loaded "
                                  "here")
-        converted = {key: self._convert_state_value(key, value) for key, value in state.items()
-                     if key != STATE_ENV_KEY}
-        self._runner.set_state(i, converted)
+        return {key: self._convert_state_value(key, value) for key, value in state.items() if key != STATE_ENV_KEY}
 
     def _convert_state_value(self, key: str, value) -> np.ndarray:
         if key not in self._state_fields:

@@ -59,7 +59,9 @@ def random_segments(env, period: int, stop, tail: str = "drop", truncation_is_te
         before = {k: v.copy() for k, v in obs.items()}
         actions = policy(before)
         obs, reward, terminated, truncated, info = env.step(actions)
-        cut = windows.append(before, before["obs_mask"], actions, reward, terminated, truncated, info["final"], None)
+        final_mask = info["final"]["obs_mask"] if tail == "pad" else None  # the last observation's own view
+        cut = windows.append(before, before["obs_mask"], actions, reward, terminated, truncated, info["final"],
+                             final_mask)
         if cut:
             chunks.append(cut)
             total += len(cut["reward"])

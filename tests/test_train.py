@@ -336,8 +336,9 @@ def test_periodic_evaluations_are_logged_with_returns_per_team_size(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["evaluation"]["return"] == evaluation["return"]
 
 
-@pytest.mark.parametrize("method,memory", [("copa", "reference"), ("copa", "recurrent"), ("aqmix_full", "reference"),
-                                           ("aqmix_periodic", "reference")])
+@pytest.mark.parametrize("method,memory", [("copa", "reference"), ("copa", "recurrent"), ("copa_novi", "reference"),
+                                           ("aqmix", "reference"), ("aqmix_full", "reference"),
+                                           ("aqmix_periodic", "reference"), ("aiqmix", "reference")])
 def test_acting_and_the_learner_see_the_same_inputs_across_joins_and_leaves(method, memory):
     """One acting loop (``Team``) and the learner's replay of what it stored must agree on every
     player's Q values, a joiner's first step included (memory restarted, previous action 0, no

@@ -125,6 +125,10 @@ def check_beta(beta, name: str = "beta") -> float:
     return float(beta)
 
 
+# What a resumed run may change: how it runs, not what it computes (checkpoint_buffer: what its
+# checkpoints hold).
+MACHINE_FIELDS = ("device", "num_threads", "kernels", "checkpoint_buffer")
+
 # Paper Table 3 plus the reference code's defaults (docs/method.md §17): the dataclass defaults.
 PAPER = Config()
 
@@ -213,5 +217,5 @@ def from_dict(values: dict) -> Config:
     return Config().replace(**values)
 
 
-__all__ = ["COACH_METHODS", "check_beta", "Config", "ENV_PRESETS", "METHODS", "PRESETS", "default_preset", "from_dict",
+__all__ = ["COACH_METHODS", "check_beta", "Config", "ENV_PRESETS", "MACHINE_FIELDS", "METHODS", "PRESETS", "default_preset", "from_dict",
            "parse_overrides", "parse_value", "preset", "to_dict"]

@@ -4,8 +4,8 @@
     python -m cpfast.plot runs/rc_copa_s* --eval-csv results/eval.csv --out figures
 
 learning_curves.png: training return (mean of the last 100 episodes, as logged) against env
-steps, one panel per environment (runs of different environments are never averaged), per method
-the mean over seeds with a ±s.e. band (sample std / sqrt(n_seeds)), each seed interpolated onto a
+steps, one panel per environment (runs of different environments are never averaged), per cell
+(a method and its settings, as the report groups runs: ``cpfast.cells``) the mean over seeds with a ±s.e. band (sample std / sqrt(n_seeds)), each seed interpolated onto a
 common env-step grid. reward_vs_communication.png: for coach methods, mean
 return against communication frequency across the beta sweep, one panel per composition.
 """
@@ -24,29 +24,34 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .cells import cell_key, cell_labels  # noqa: E402
+from .config import from_dict, to_dict  # noqa: E402
 from .evaluate import read_csv, read_log, summarise  # noqa: E402
 
 PROGRESS_COLUMNS = ("env_steps", "train_return")  # what the learning curves read from progress.csv
 
 
-def read_progress(run_dir: str | Path) -> tuple[str, str, np.ndarray, np.ndarray]:
-    """The run's env and method and its (env_steps, train_return) log, rows without a return dropped."""
+def read_progress(run_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The run's configuration (every Config field) and its (env_steps, train_return) log, rows
+    without a return dropped."""
     run_dir = Path(run_dir)
     config_path, log_path = run_dir / "config.json", run_dir / "progress.csv"
     for path in (config_path, log_path):
         if not path.is_file():
             raise ValueError(f"{run_dir} is not a run directory: it has no {path.name}")
     try:
-        config = json.loads(config_path.read_text())
-        method = config["method"]
-    except (ValueError, KeyError, TypeError) as error:
+        stored = json.loads(config_path.read_text())
+        if "method" not in stored:
+            raise KeyError("method")
+        config = to_dict(from_dict(stored))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"{config_path} does not hold a run configuration with a method ({error!r})") from None
     rows = read_log(log_path, PROGRESS_COLUMNS, "a progress.csv written by python -m cpfast.train (columns "
                     f"{', '.join(PROGRESS_COLUMNS)}, ...)", lambda r: (float(r["env_steps"]), float(r["train_return"])))
     log = np.array([r for r in rows if not math.isnan(r[1])]).reshape(-1, 2)
     if not len(log):
         raise ValueError(f"{log_path} has no logged training return yet")
-    return config.get("env", "resource_collection"), method, log[:, 0], log[:, 1]
+    return config, log[:, 0], log[:, 1]
 
 
 def read_evals(run_dir: str | Path) -> dict[float, float]:
@@ -58,33 +63,38 @@ def read_evals(run_dir: str | Path) -> dict[float, float]:
                          lambda r: (float(r["env_steps"]), float(r["return"]))))
 
 
+def curve_groups(run_dirs) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray, dict[float, float]]]]]:
+    """env -> cell label -> each seed's (env steps, training return, greedy evaluations)."""
+    runs = [(read_progress(run_dir), read_evals(run_dir)) for run_dir in run_dirs]
+    labels = cell_labels(cell_key(config) for (config, _, _), _ in runs)
+    groups: dict[str, dict[str, list]] = {}
+    for (config, steps, returns), evals in runs:
+        groups.setdefault(config["env"], {}).setdefault(labels[cell_key(config)], []).append((steps, returns, evals))
+    return groups
+
+
 def plot_learning_curves(run_dirs, path: str | Path, points: int = 200) -> Path:
     """Training return (solid, with its s.e. band over seeds) and, where runs logged them, the
     periodic greedy evaluations at the same steps (dashed, markers: mean over the seeds that have
-    that point), per env."""
-    by_env: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
-    evals: dict[str, dict[str, list[dict[float, float]]]] = {}
-    for run_dir in run_dirs:
-        env, method, steps, returns = read_progress(run_dir)
-        by_env.setdefault(env, {}).setdefault(method, []).append((steps, returns))
-        evals.setdefault(env, {}).setdefault(method, []).append(read_evals(run_dir))
+    that point), per env and cell."""
+    by_env = curve_groups(run_dirs)
     fig, axes = plt.subplots(1, len(by_env), figsize=(7 * len(by_env), 4.5), squeeze=False)
-    for ax, (env, by_method) in zip(axes[0], sorted(by_env.items())):
-        for method, curves in sorted(by_method.items()):
+    for ax, (env, by_cell) in zip(axes[0], sorted(by_env.items())):
+        for label, curves in sorted(by_cell.items()):
             # The grid spans only the steps every seed reached, so each point averages all seeds.
-            lo, hi = max(s[0] for s, _ in curves), min(s[-1] for s, _ in curves)
+            lo, hi = max(s[0] for s, _, _ in curves), min(s[-1] for s, _, _ in curves)
             grid = np.linspace(lo, hi, points) if hi > lo else np.array([hi])
-            values = np.stack([np.interp(grid, s, r) for s, r in curves])
+            values = np.stack([np.interp(grid, s, r) for s, r, _ in curves])
             mean = values.mean(axis=0)
             se = values.std(axis=0, ddof=1) / math.sqrt(len(values)) if len(values) > 1 else np.zeros_like(mean)
             seeds = f"{len(curves)} seed{'s' * (len(curves) > 1)}"
-            line, = ax.plot(grid, mean, marker="o" if len(grid) == 1 else None, label=f"{method} ({seeds})")
+            line, = ax.plot(grid, mean, marker="o" if len(grid) == 1 else None, label=f"{label} ({seeds})")
             ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.25, linewidth=0)
-            runs = [e for e in evals[env][method] if e]
+            runs = [e for _, _, e in curves if e]
             at = sorted({s for e in runs for s in e})
             if at:
                 greedy = [np.mean([e[s] for e in runs if s in e]) for s in at]
-                ax.plot(at, greedy, "--", marker="s", color=line.get_color(), label=f"{method}: greedy evaluation")
+                ax.plot(at, greedy, "--", marker="s", color=line.get_color(), label=f"{label}: greedy evaluation")
         ax.set(xlabel="env steps", ylabel="return (mean ± s.e. over seeds)",
                title=f"{env}: training return (ε-greedy) and greedy evaluations")
         ax.grid(alpha=0.3)

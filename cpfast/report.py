@@ -25,14 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .cells import cell_key, cell_labels
 from .config import METHODS, from_dict, to_dict
 from .evaluate import OUTCOME_FIELDS, composition_rank, read_csv
 from .sweep import Cell
-from .train import MACHINE_FIELDS
 
 INSTALL_HINT = "the report tool needs rliable: pip install 'cpfast[sweep]' (or pip install '.[sweep]' in a clone)"
-# Fields that never split a cell: the seed, the machine, and the logging cadence.
-NOT_CELL_FIELDS = ("seed", *MACHINE_FIELDS, "checkpoint_every", "log_every")
 # Reference lines of Resource Collection `train` (results/README.md): random policy, the authors'
 # expert, their plotting script's A-QMIX and A-QMIX (full view) at 5M steps, cpfast's heuristic.
 REFERENCE_LINES = {"resource_collection": {"random": -4.38, "expert (authors)": 74.43, "A-QMIX (paper)": 59.07,
@@ -50,7 +48,7 @@ class Run:
 
     @property
     def cell_key(self) -> tuple:
-        return tuple(sorted((k, v) for k, v in self.config.items() if k not in NOT_CELL_FIELDS))
+        return cell_key(self.config)
 
 
 def find_runs(paths) -> tuple[list[Run], list[str]]:
@@ -88,21 +86,6 @@ def find_runs(paths) -> tuple[list[Run], list[str]]:
                 notes.append(f"unfinished: {run_dir} (no summary.json; not counted)")
             runs.append(run)
     return runs, notes
-
-
-def cell_labels(runs: list[Run]) -> dict[tuple, str]:
-    """A short name per cell: its method, plus the fields that differ between cells of its env."""
-    by_env: dict[str, set] = {}
-    for run in runs:
-        by_env.setdefault(run.config["env"], set()).add(run.cell_key)
-    labels = {}
-    for keys in by_env.values():
-        dicts = {key: dict(key) for key in keys}
-        varying = sorted(k for k in next(iter(dicts.values())) if k != "method"
-                         and len({json.dumps(d.get(k)) for d in dicts.values()}) > 1)
-        for key, d in dicts.items():
-            labels[key] = " ".join([d["method"], *(f"{k}={d[k]}" for k in varying)])
-    return labels
 
 
 def _rliable():
@@ -148,7 +131,7 @@ def probability_of_improvement(x, y, reps: int = 2000, seed: int = 0) -> dict[st
 
 def summarise(runs: list[Run], reps: int = 2000, seed: int = 0) -> tuple[list[dict], list[str]]:
     """One row per (cell, composition, beta) over the finished runs; warnings on duplicate seeds."""
-    labels, warnings = cell_labels(runs), []
+    labels, warnings = cell_labels(run.cell_key for run in runs), []
     groups: dict[tuple, list[tuple[int, dict]]] = {}
     for run in runs:
         if not run.finished:
@@ -235,7 +218,7 @@ def plot_curves(runs: list[Run], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, written = cell_labels(runs), []
+    labels, written = cell_labels(run.cell_key for run in runs), []
     for env in sorted({r.config["env"] for r in runs}):
         env_runs = [r for r in runs if r.config["env"] == env]
         panels = (("evals.csv", "return", "greedy evaluation return"), ("progress.csv", "train_return",
@@ -269,7 +252,7 @@ def plot_curves(runs: list[Run], out: Path) -> list[Path]:
 
 def marl_eval_json(runs: list[Run]) -> dict:
     """marl-eval's raw layout: env -> task (composition) -> algorithm -> run -> step_k / absolute_metrics."""
-    labels = cell_labels(runs)
+    labels = cell_labels(run.cell_key for run in runs)
     data: dict = {}
     for run in runs:
         if not run.finished:

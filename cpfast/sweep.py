@@ -28,11 +28,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from .config import METHODS, PRESETS, check_beta, default_preset, parse_overrides, to_dict
+from .config import MACHINE_FIELDS, METHODS, PRESETS, check_beta, default_preset, parse_overrides, to_dict
 from .envs import make_env
 from .evaluate import BETAS, evaluate_runs, write_csv
 from .experiment import make_config
-from .train import MACHINE_FIELDS, Trainer, planned_iterations, resume_trainer
+from .train import Trainer, planned_iterations, resume_trainer
 
 INSTALL_HINT = "the sweep tool needs Ray: pip install 'cpfast[sweep]' (or pip install '.[sweep]' in a clone)"
 STATUS_FILES = ("summary.json", "eval.csv", "error.txt")

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import METHODS, PRESETS, Config, from_dict, parse_overrides, to_dict
+from .config import MACHINE_FIELDS, METHODS, PRESETS, Config, from_dict, parse_overrides, to_dict
 from .devices import resolve_device
 from .envs import REGISTRY, make_env
 from .envs.episodes import OUTCOMES
@@ -393,10 +393,6 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(int(seconds), 3600)
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
-
-# What a resumed run may change: how it runs, not what it computes (checkpoint_buffer: what its
-# checkpoints hold).
-MACHINE_FIELDS = ("device", "num_threads", "kernels", "checkpoint_buffer")
 # What a checkpoint must hold to be resumed (windows, team and metrics are optional: old files).
 RESUME_KEYS = ("config", "learner", "buffer", "env_states", "rollout_generator", "sample_generator", "iteration",
                "counter", "last_update", "recent_returns", "best_return")

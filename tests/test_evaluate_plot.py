@@ -216,3 +216,18 @@ def test_win_rate_figure_for_starcraft_rows(tmp_path):
         assert image.format == "PNG" and image.size[0] > 100
     assert plot.plot_win_rates([{**rows[0], "win_rate": None, "draw_rate": None, "loss_rate": None}],
                                tmp_path / "none.png") is None
+
+
+def test_learning_curves_never_average_runs_of_different_settings(tmp_path):
+    from cpfast.config import preset, to_dict
+
+    settings = {"a": to_dict(preset("fast")), "b": to_dict(preset("fast")) | {"seed": 1, "num_threads": 2},
+                "c": to_dict(preset("paper")), "d": to_dict(preset("fast")) | {"lr": 1e-3}}
+    for name, config in settings.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        (tmp_path / name / "progress.csv").write_text("iteration,env_steps,train_return\n1,100,1.0\n2,200,2.0\n")
+    groups = plot.curve_groups([tmp_path / name for name in settings])
+    assert {label: len(runs) for label, runs in groups["resource_collection"].items()} == {
+        "copa fast": 2, "copa paper": 1, "copa fast lr=0.001": 1}
+    assert plot.plot_learning_curves([tmp_path / name for name in settings], tmp_path / "curves.png").is_file()

@@ -170,6 +170,23 @@ def test_report_never_mixes_environments_or_settings(tmp_path):
     assert labels == {"copa lr=0.0003", "copa lr=0.001"}
 
 
+def test_cells_from_different_presets_are_named_by_their_preset(tmp_path):
+    """Runs of one method at two presets are two cells, named by preset and the fields their
+    presets do not explain, not by every field in which the presets differ."""
+    from cpfast.cells import nearest_preset
+    from cpfast.config import preset, to_dict
+
+    fast, paper = to_dict(preset("fast")), to_dict(preset("paper")) | {"eval_every": 189}
+    for seed in range(2):
+        fake_run(tmp_path, f"fast_s{seed}", {"train": 60.0 + seed}, **(fast | {"seed": seed}))
+    fake_run(tmp_path, "paper_s0", {"train": 5.0}, **paper)
+    fake_run(tmp_path, "fast_n5_s0", {"train": 1.0}, **(fast | {"composition": "n5", "num_threads": 2}))
+    assert nearest_preset(paper) == "paper" and nearest_preset(fast) == "fast"
+    table, _ = report.summarise(report.find_runs([tmp_path])[0], reps=200)
+    assert {t["cell"]: t["seeds"] for t in table} == {"copa fast": [0, 1], "copa paper eval_every=189": [0],
+                                                      "copa fast composition=n5": [0]}
+
+
 def test_report_command_writes_its_files(tmp_path):
     for seed in range(3):
         fake_run(tmp_path / "runs", f"copa_s{seed}", {"train": 10.0 + seed, "n5": 20.0 + seed}, seed=seed)

@@ -161,11 +161,19 @@ def _import_ray():
     return ray
 
 
+def check_max_concurrent(value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"max concurrent runs must be a positive integer, got {value!r}")
+
+
 def run_sweep(cells: list[Cell], out: str | Path, threads: int = 1, gpus: float = 0.0, device: str = "auto",
               betas=(0.0,), eval_episodes: int | None = None, address: str | None = None, max_failures: int = 0,
-              progress: bool = True) -> dict[str, str]:
+              progress: bool = True, max_concurrent: int | None = None) -> dict[str, str]:
     """Runs every cell not yet done, ``threads`` CPUs (and ``gpus`` GPUs) each, on Ray; returns
-    each cell's final status (done, failed: <error>). Already-finished cells are not run again."""
+    each cell's final status (done, failed: <error>). Already-finished cells are not run again.
+    ``max_concurrent`` runs at most that many cells at once (default: as many as the CPUs hold),
+    starting them in the order of ``cells``."""
+    check_max_concurrent(max_concurrent)
     ray = _import_ray()
     from tqdm import tqdm
 
@@ -186,7 +194,14 @@ def run_sweep(cells: list[Cell], out: str | Path, threads: int = 1, gpus: float 
         kwargs = {"address": address} if address else {"num_cpus": os.cpu_count()}
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     task = ray.remote(max_calls=1)(run_cell).options(num_cpus=threads, num_gpus=gpus, max_retries=max_failures)
-    pending = {task.remote(cell, str(dirs[cell]), threads, device, tuple(betas), eval_episodes): cell for cell in todo}
+    queued, pending = list(todo), {}
+
+    def launch():
+        while queued and (max_concurrent is None or len(pending) < max_concurrent):
+            cell = queued.pop(0)
+            pending[task.remote(cell, str(dirs[cell]), threads, device, tuple(betas), eval_episodes)] = cell
+
+    launch()
     print(f"sweep {out}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
           f"({sum(s == 'resumable' for s in statuses.values())} resume from checkpoints), {threads} CPU(s) each")
     bar = tqdm(total=sum(totals.values()), unit="step", unit_scale=True, dynamic_ncols=True, disable=not progress)
@@ -207,10 +222,12 @@ def run_sweep(cells: list[Cell], out: str | Path, threads: int = 1, gpus: float 
                     where = (f"; see {dirs[cell] / 'error.txt'}" if (dirs[cell] / "error.txt").is_file()
                              else "; it can resume from its checkpoint")
                     bar.write(f"{cell.name} failed ({results[cell.name][8:]}){where}")
+            launch()
             done = sum(1 for v in results.values() if v == "done")
             steps = sum(totals[c] if results.get(c.name) == "done" else _env_steps(dirs[c]) for c in cells)
             bar.update(steps - bar.n)
-            bar.set_postfix(done=done, running=min(len(pending), _slots(ray, threads)), failed=failed, refresh=False)
+            bar.set_postfix(done=done, running=min(len(pending), _slots(ray, threads)), failed=failed,
+                            queued=len(queued), refresh=False)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref)
@@ -276,7 +293,7 @@ def _as_list(value) -> list:
 
 def cells_from_spec(spec: dict) -> list[Cell]:
     known = {"env", "envs", "methods", "seeds", "preset", "presets", "set", "grid", "variants", "out", "threads_per_run",
-             "gpus_per_run", "betas", "eval_episodes", "device"}
+             "gpus_per_run", "betas", "eval_episodes", "device", "max_concurrent"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ValueError(f"unknown sweep settings {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
@@ -314,6 +331,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, help="episodes of each end evaluation (default: the run's eval_episodes)")
     p.add_argument("--address", help="a Ray cluster: auto, or HOST:PORT of `ray start --head` (default: this machine)")
     p.add_argument("--max-failures", type=int, default=0, help="retries of a run whose worker died (default 0)")
+    p.add_argument("--max-concurrent", type=int,
+                   help="run at most N cells at once, in the sweep's order (default: as many as the CPUs hold)")
     p.add_argument("--list", action="store_true", help="print the cells and their status, run nothing")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -325,7 +344,8 @@ def main(argv=None) -> dict:
         spec = sweep_from_file(args.file) if args.file else {}
         flags = {"env": args.env, "methods": args.methods, "seeds": args.seeds, "preset": args.preset,
                  "out": args.out, "threads_per_run": args.threads_per_run, "gpus_per_run": args.gpus_per_run,
-                 "betas": args.betas, "eval_episodes": args.eval_episodes, "device": args.device}
+                 "betas": args.betas, "eval_episodes": args.eval_episodes, "device": args.device,
+                 "max_concurrent": args.max_concurrent}
         spec |= {k: v for k, v in flags.items() if v is not None}
         if args.set is not None:
             spec["set"] = args.set
@@ -343,6 +363,7 @@ def main(argv=None) -> dict:
             raise ValueError(f"eval episodes must be positive, got {spec['eval_episodes']}")
         for beta in spec.get("betas") or ():
             check_beta(beta, "betas")
+        check_max_concurrent(spec.get("max_concurrent"))
         if args.max_failures < 0:
             raise ValueError(f"--max-failures must be 0 or positive, got {args.max_failures}")
     except ValueError as error:
@@ -354,7 +375,7 @@ def main(argv=None) -> dict:
         return {}
     results = run_sweep(cells, out, threads, float(spec.get("gpus_per_run", 0.0)), spec.get("device", "auto"),
                         spec.get("betas") or (0.0,), spec.get("eval_episodes"), args.address, args.max_failures,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, max_concurrent=spec.get("max_concurrent"))
     if any(v != "done" for v in results.values()):
         sys.exit(1)
     return results

@@ -101,6 +101,8 @@ CASES = [
     case("sweep", ["--set", "lr=x", "--list"], "lr takes a number", "sweep-set"),
     case("sweep", ["--seeds", "a-b", "--list"], "seeds take a list", "sweep-seeds"),
     case("sweep", ["--eval-episodes", "0", "--list"], "eval episodes must be positive", "sweep-episodes"),
+    case("sweep", ["--max-concurrent", "0", "--list"], "max concurrent runs must be a positive integer, got 0",
+         "sweep-max-concurrent"),
     case("search", ["{files}/nowhere.yaml"], "no sweep file at", "search-missing-file"),
     case("search", ["{files}/bad.yaml"], "not valid YAML", "search-bad-yaml"),
 ]

@@ -68,6 +68,18 @@ def test_a_failing_run_is_recorded_and_the_others_finish(local_ray, tmp_path):
     assert sweep.cell_status(tmp_path / bad.name) == "failed"
 
 
+def test_max_concurrent_runs_cells_one_at_a_time_in_order(local_ray, tmp_path):
+    cells = tiny_cells(methods=("aqmix",), seeds=(0, 1, 2))
+    results = sweep.run_sweep(cells, tmp_path, threads=1, progress=False, max_concurrent=1)
+    assert set(results.values()) == {"done"}
+    # Each run from its config.json (written first) to its eval.csv (written last): no overlap, in order.
+    spans = [((tmp_path / c.name / "config.json").stat().st_mtime_ns, (tmp_path / c.name / "eval.csv").stat().st_mtime_ns)
+             for c in cells]
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
+    with pytest.raises(ValueError, match="max concurrent runs must be a positive integer, got 0"):
+        sweep.run_sweep(cells, tmp_path, max_concurrent=0)
+
+
 def test_bad_overrides_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="learning_rate"):
         sweep.cells_from_spec({"methods": "copa", "set": {"learning_rate": 1e-3}})

@@ -35,8 +35,8 @@ INSTALL_HINT = "the report tool needs rliable: pip install 'cpfast[sweep]' (or p
 # expert, their plotting script's A-QMIX and A-QMIX (full view) at 5M steps, cpfast's heuristic.
 REFERENCE_LINES = {"resource_collection": {"random": -4.38, "expert (authors)": 74.43, "A-QMIX (paper)": 59.07,
                                            "A-QMIX full view (paper)": 103.05, "heuristic": 118.9}}
-CSV_FIELDS = ("env", "cell", "method", "composition", "beta", "seeds", "mean", "mean_low", "mean_high", "iqm",
-              "iqm_low", "iqm_high", "comm_frequency")
+CSV_FIELDS = ("env", "cell", "method", "composition", "beta", "comm_every", "seeds", "mean", "mean_low", "mean_high",
+              "iqm", "iqm_low", "iqm_high", "comm_frequency")
 
 
 @dataclass
@@ -130,26 +130,31 @@ def probability_of_improvement(x, y, reps: int = 2000, seed: int = 0) -> dict[st
 
 
 def summarise(runs: list[Run], reps: int = 2000, seed: int = 0) -> tuple[list[dict], list[str]]:
-    """One row per (cell, composition, beta) over the finished runs; warnings on duplicate seeds."""
+    """One row per (cell, composition, beta, comm_every) over the finished runs (comm_every: the
+    fixed schedule of ``python -m cpfast.evaluate --comm-every K``, 1 for every decision time);
+    warnings on duplicate seeds."""
     labels, warnings = cell_labels(run.cell_key for run in runs), []
     groups: dict[tuple, list[tuple[int, dict]]] = {}
     for run in runs:
         if not run.finished:
             continue
         for row in run.rows:
-            groups.setdefault((run.cell_key, row["composition"], row["beta"]), []).append((run.config["seed"], row))
+            every = row.get("comm_every") or 1
+            groups.setdefault((run.cell_key, row["composition"], row["beta"], every), []).append((run.config["seed"], row))
     table = []
     def order(group):
-        (key, composition, beta), _ = group
-        return labels[key], composition_rank(dict(key).get("env"), composition), composition, -1 if beta is None else beta
+        (key, composition, beta, every), _ = group
+        return (labels[key], composition_rank(dict(key).get("env"), composition), composition,
+                -1 if beta is None else beta, every)
 
-    for (key, composition, beta), members in sorted(groups.items(), key=order):
+    for (key, composition, beta, every), members in sorted(groups.items(), key=order):
         seeds = [s for s, _ in members]
         if len(set(seeds)) != len(seeds):
-            warnings.append(f"{labels[key]} {composition} beta={beta}: duplicate seeds {sorted(seeds)}")
+            schedule = f" comm_every={every}" if every > 1 else ""
+            warnings.append(f"{labels[key]} {composition} beta={beta}{schedule}: duplicate seeds {sorted(seeds)}")
         config = dict(key)
         entry = {"env": config["env"], "cell": labels[key], "method": config["method"], "composition": composition,
-                 "beta": beta, "seeds": sorted(seeds), "cell_key": key,
+                 "beta": beta, "comm_every": every, "seeds": sorted(seeds), "cell_key": key,
                  "returns": [r["return"] for _, r in members]}
         entry |= _interval(entry["returns"], reps, seed)
         comm = [r["comm_frequency"] for _, r in members if r.get("comm_frequency") is not None]
@@ -167,13 +172,13 @@ def comparisons(table: list[dict], pairs: list[tuple[str, str]], reps: int = 200
     results = []
     for x, y in pairs:
         for a in table:
-            if a["method"] != x or a["beta"] not in (None, 0.0):
+            if a["method"] != x or a["beta"] not in (None, 0.0) or a["comm_every"] != 1:
                 continue
             rest_a = {k: v for k, v in a["cell_key"] if k != "method"}
             for b in table:
                 rest_b = {k: v for k, v in b["cell_key"] if k != "method"}
                 if b["method"] == y and b["composition"] == a["composition"] and b["beta"] in (None, 0.0) \
-                        and rest_a == rest_b:
+                        and b["comm_every"] == 1 and rest_a == rest_b:
                     results.append({"env": a["env"], "composition": a["composition"], "x": a["cell"], "y": b["cell"]}
                                    | probability_of_improvement(a["returns"], b["returns"], reps))
     return results
@@ -259,13 +264,14 @@ def marl_eval_json(runs: list[Run]) -> dict:
             continue
         env, cfg = run.config["env"], run.config
         for row in run.rows:
-            algorithm = labels[run.cell_key] + ("" if row["beta"] in (None, cfg["beta"]) else f" beta={row['beta']:g}")
+            algorithm = labels[run.cell_key] + ("" if row["beta"] in (None, cfg["beta"]) else f" beta={row['beta']:g}") \
+                + ("" if (row.get("comm_every") or 1) == 1 else f" comm_every={row['comm_every']}")
             entry = data.setdefault(env, {}).setdefault(row["composition"], {}).setdefault(algorithm, {})
             record = entry.setdefault(f"seed_{cfg['seed']}", {})
             record["absolute_metrics"] = {"return": [row["return"]]} | {k: [row[k]] for k in OUTCOME_FIELDS
                                                                         if row.get(k) is not None}
             if row["composition"] == cfg["composition"] and row["beta"] in (None, cfg["beta"]) \
-                    and (run.run_dir / "evals.csv").is_file():
+                    and (row.get("comm_every") or 1) == 1 and (run.run_dir / "evals.csv").is_file():
                 with open(run.run_dir / "evals.csv", newline="") as f:
                     for k, e in enumerate(csv.DictReader(f)):
                         record[f"step_{k}"] = {"step_count": int(e["env_steps"]), "return": [float(e["return"])]}
@@ -292,7 +298,7 @@ def markdown(table, compares, notes, warnings) -> str:
             comm = "n/a" if t["comm_frequency"] is None else f"{t['comm_frequency']:.1%}"
             win = (" " + (_fmt(t["win_rate"]["iqm"], t["win_rate"]["iqm_low"], t["win_rate"]["iqm_high"], True)
                           if "win_rate" in t else "n/a") + " |") if outcomes else ""
-            beta = "n/a" if t["beta"] is None else f"{t['beta']:g}"
+            beta = "n/a" if t["beta"] is None else f"{t['beta']:g}" + (f", K={t['comm_every']}" if t["comm_every"] > 1 else "")
             lines.append(f"| {t['cell']} | {t['composition']} | {beta} | "
                          f"{len(t['seeds'])} | {_fmt(t['mean'], t['mean_low'], t['mean_high'])} | "
                          f"{_fmt(t['iqm'], t['iqm_low'], t['iqm_high'])} | {comm} |{win}")
@@ -304,6 +310,8 @@ def markdown(table, compares, notes, warnings) -> str:
                   f"{c['probability']:.2f} [{c['low']:.2f}, {c['high']:.2f}] |" for c in compares]
         lines.append("")
     lines.append("Intervals: 95% stratified bootstrap over seeds (rliable). IQM: interquartile mean.")
+    if any(t["comm_every"] > 1 for t in table):
+        lines.append("K: the coach sends at every K-th decision time only (`python -m cpfast.evaluate --comm-every K`).")
     for note in warnings + notes:
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"

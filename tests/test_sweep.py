@@ -137,9 +137,10 @@ def fake_run(root: Path, name: str, returns: dict, **config):
     (run_dir / "config.json").write_text(json.dumps(cfg))
     (run_dir / "summary.json").write_text(json.dumps({"evaluation": {"return": returns["train"]}}))
     coach = cfg["method"].startswith("copa")
-    lines = ["run_dir,method,seed,checkpoint,env_steps,composition,beta,episodes,return,return_se,comm_frequency"]
+    lines = ["run_dir,method,seed,checkpoint,env_steps,composition,beta,episodes,return,return_se,comm_frequency,"
+             "comm_every"]
     lines += [f"{run_dir},{cfg['method']},{cfg['seed']},latest,100,{c},{'0.0' if coach else 'n/a'},10,{r},0.1,"
-              f"{'1.0' if coach else 'n/a'}" for c, r in returns.items()]
+              f"{'1.0,1' if coach else 'n/a,n/a'}" for c, r in returns.items()]
     (run_dir / "eval.csv").write_text("\n".join(lines) + "\n")
     return run_dir
 
@@ -197,6 +198,23 @@ def test_cells_from_different_presets_are_named_by_their_preset(tmp_path):
     table, _ = report.summarise(report.find_runs([tmp_path])[0], reps=200)
     assert {t["cell"]: t["seeds"] for t in table} == {"copa fast": [0, 1], "copa paper eval_every=189": [0],
                                                       "copa fast composition=n5": [0]}
+
+
+def test_report_keeps_fixed_schedules_apart_from_the_adaptive_rule(tmp_path):
+    """Rows of ``evaluate --betas -1 --comm-every K`` are their own lines, one per K."""
+    for seed in range(3):
+        run_dir = fake_run(tmp_path, f"copa_s{seed}", {"train": 50.0 + seed}, seed=seed)
+        with open(run_dir / "eval.csv", "a") as f:
+            for k, value in ((1, 60.0), (4, 40.0), (8, 30.0)):
+                f.write(f"{run_dir},copa,{seed},latest,100,train,-1.0,10,{value + seed},0.1,{1 / k},{k}\n")
+    table, warnings = report.summarise(report.find_runs([tmp_path])[0], reps=200)
+    assert not warnings
+    rows = {(t["beta"], t["comm_every"]): t for t in table}
+    assert set(rows) == {(0.0, 1), (-1.0, 1), (-1.0, 4), (-1.0, 8)}
+    assert rows[(-1.0, 4)]["mean"] == pytest.approx(41.0) and rows[(-1.0, 4)]["comm_frequency"] == pytest.approx(0.25)
+    assert rows[(-1.0, 8)]["mean"] == pytest.approx(31.0) and rows[(-1.0, 1)]["mean"] == pytest.approx(61.0)
+    text = report.markdown(table, [], [], [])
+    assert "| copa | train | -1, K=4 | 3 | 41.00 [" in text and "every K-th decision time" in text
 
 
 def test_report_command_writes_its_files(tmp_path):

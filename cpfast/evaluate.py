@@ -123,29 +123,36 @@ def mean_se(values, within_run_se=None) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def _group_key(row: dict) -> tuple:
+    """(env, method, composition, beta, comm_every): a fixed schedule (``--comm-every K``) is its
+    own group; rows from before the column, and coachless methods, count as every decision time."""
+    return row.get("env"), row["method"], row["composition"], row["beta"], row.get("comm_every") or 1
+
+
 def duplicate_seeds(rows: list[dict]) -> list[str]:
     """Groups in which a seed appears twice (the same run given twice, or two runs that differ in
     something other than env, method and seed)."""
     seen: dict[tuple, list[int]] = {}
     for row in rows:
-        seen.setdefault((row.get("env"), row["method"], row["composition"], row["beta"]), []).append(row["seed"])
-    return [f"{env} {method} {composition} beta={beta}: seeds {sorted(seeds)} repeat"
-            for (env, method, composition, beta), seeds in seen.items() if len(set(seeds)) != len(seeds)]
+        seen.setdefault(_group_key(row), []).append(row["seed"])
+    return [f"{env} {method} {composition} beta={beta}{f' comm_every={every}' if every > 1 else ''}: "
+            f"seeds {sorted(seeds)} repeat"
+            for (env, method, composition, beta, every), seeds in seen.items() if len(set(seeds)) != len(seeds)]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Groups per-run rows by (env, method, composition, beta): mean ± s.e. over seeds."""
+    """Groups per-run rows by (env, method, composition, beta, comm_every): mean ± s.e. over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row.get("env"), row["method"], row["composition"], row["beta"]), []).append(row)
+        groups.setdefault(_group_key(row), []).append(row)
     keys = sorted(groups, key=lambda k: (str(k[0]), k[1], composition_rank(k[0], k[2]), k[2],
-                                         -math.inf if k[3] is None else k[3]))
+                                         -math.inf if k[3] is None else k[3], k[4]))
     summary = []
-    for env, method, composition, beta in keys:
-        group = groups[(env, method, composition, beta)]
+    for env, method, composition, beta, every in keys:
+        group = groups[(env, method, composition, beta, every)]
         ret, ret_se = mean_se([r["return"] for r in group], group[0]["return_se"])
         comm, comm_se = mean_se([r["comm_frequency"] for r in group]) if beta is not None else (None, None)
-        summary.append({"env": env, "method": method, "composition": composition, "beta": beta,
+        summary.append({"env": env, "method": method, "composition": composition, "beta": beta, "comm_every": every,
                         "seeds": sorted(r["seed"] for r in group), "return": ret, "return_se": ret_se,
                         "comm_frequency": comm, "comm_frequency_se": comm_se})
         if all(r.get(k) is not None for r in group for k in OUTCOME_FIELDS):
@@ -201,7 +208,8 @@ def markdown_table(summary: list[dict]) -> str:
     for s in summary:
         comm = NA if s["beta"] is None else _pm(s["comm_frequency"], s["comm_frequency_se"], ".1%")
         rates = tuple(_pm(s[k], s[f"{k}_se"], ".1%") if k in s else NA for k in OUTCOME_FIELDS) if outcomes else ()
-        lines.append((str(s["env"]), s["method"], s["composition"], NA if s["beta"] is None else f"{s['beta']:g}",
+        beta = NA if s["beta"] is None else f"{s['beta']:g}" + (f", K={s['comm_every']}" if s["comm_every"] > 1 else "")
+        lines.append((str(s["env"]), s["method"], s["composition"], beta,
                       str(len(s["seeds"])), _pm(s["return"], s["return_se"], ".2f"), comm, *rates))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731

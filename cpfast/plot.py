@@ -117,16 +117,26 @@ def plot_reward_vs_communication(rows: list[dict], path: str | Path) -> Path | N
     fig, axes = plt.subplots(1, len(compositions), figsize=(5 * len(compositions), 4.2), squeeze=False)
     for ax, composition in zip(axes[0], compositions):
         for method in sorted({s["method"] for s in summary if s["composition"] == composition}):
-            points = sorted((s for s in summary if (s["method"], s["composition"]) == (method, composition)),
-                            key=lambda s: s["comm_frequency"])
-            x = np.array([s["comm_frequency"] for s in points]) * 100
-            bars = ax.errorbar(x, [s["return"] for s in points],
-                               xerr=np.nan_to_num([s["comm_frequency_se"] * 100 for s in points]),
-                               yerr=np.nan_to_num([s["return_se"] for s in points]), marker="o", capsize=3, label=method)
-            # One label per beta, alternating above and below the line, so neighbours do not overprint.
-            for k, (s, xi) in enumerate(zip(points, x)):
-                ax.annotate(f"β={s['beta']:g}", (xi, s["return"]), textcoords="offset points",
-                            xytext=(0, 7 if k % 2 else -12), ha="center", fontsize=7, color=bars[0].get_color())
+            rows = [s for s in summary if (s["method"], s["composition"]) == (method, composition)]
+            # Where a fixed schedule was evaluated (beta = -1, --comm-every K > 1), it is a second
+            # line, the control at equal frequency, starting from the always-send point (K = 1).
+            fixed = [s for s in rows if s["beta"] < 0] if any(s["comm_every"] > 1 for s in rows) else []
+            adaptive = f"{method}, adaptive rule" if fixed else method
+            lines = ((adaptive, [s for s in rows if s not in fixed and s["comm_every"] == 1], lambda s: f"β={s['beta']:g}"),
+                     (f"{method}, fixed schedule", fixed, lambda s: f"K={s['comm_every']}"))
+            for name, points, tag in lines:
+                if not points:
+                    continue
+                points = sorted(points, key=lambda s: s["comm_frequency"])
+                x = np.array([s["comm_frequency"] for s in points]) * 100
+                bars = ax.errorbar(x, [s["return"] for s in points],
+                                   xerr=np.nan_to_num([s["comm_frequency_se"] * 100 for s in points]),
+                                   yerr=np.nan_to_num([s["return_se"] for s in points]), marker="o", capsize=3,
+                                   label=name, ls="-" if name == adaptive else "--")
+                # One label per point, alternating above and below the line, so neighbours do not overprint.
+                for k, (s, xi) in enumerate(zip(points, x)):
+                    ax.annotate(tag(s), (xi, s["return"]), textcoords="offset points",
+                                xytext=(0, 7 if k % 2 else -12), ha="center", fontsize=7, color=bars[0].get_color())
         ax.set_xscale("log")  # frequencies from a few percent to 100 %
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}%"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

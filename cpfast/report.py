@@ -243,9 +243,11 @@ def plot_curves(runs: list[Run], out: Path) -> list[Path]:
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("env steps")
             ax.grid(alpha=0.3)
+        if not any_curve:  # runs without logs (evaluations gathered from elsewhere): no empty figure
+            plt.close(fig)
+            continue
         axes[0].set_ylabel("team return (IQM over seeds, 95% CI)")
-        if any_curve:
-            axes[0].legend(fontsize=8, loc="upper left")
+        axes[0].legend(fontsize=8, loc="upper left")
         fig.suptitle(f"{env}: learning curves")
         fig.tight_layout()
         path = out / f"curves_{env}.png"
@@ -364,8 +366,8 @@ def main(argv=None) -> list[dict]:
     text = markdown(table, compares, notes, warnings)
     (out / "report.md").write_text(text)
     pictures = plot_curves(runs, out)
-    print(text + f"wrote {out / 'report.md'}, report.csv, report.json, comparisons.json and "
-          + ", ".join(p.name for p in pictures))
+    print(text + f"wrote {out / 'report.md'}, report.csv, report.json, comparisons.json"
+          + "".join(f", {p.name}" for p in pictures) + ("" if pictures else " (no learning curves: the runs have no logs)"))
     return table
 
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -231,3 +232,23 @@ def test_learning_curves_never_average_runs_of_different_settings(tmp_path):
     assert {label: len(runs) for label, runs in groups["resource_collection"].items()} == {
         "copa fast": 2, "copa paper": 1, "copa fast lr=0.001": 1}
     assert plot.plot_learning_curves([tmp_path / name for name in settings], tmp_path / "curves.png").is_file()
+
+
+def test_fixed_schedules_are_their_own_groups_and_their_own_line(tmp_path):
+    """Rows of ``--betas -1 --comm-every K`` are summarised per K, never with the adaptive rule's
+    beta = -1 rows, and drawn as a second line."""
+    rows = []
+    for seed in range(2):
+        for beta, every, value, frequency in ((0.0, 1, 60.0, 1.0), (2.0, 1, 50.0, 0.3), (-1.0, 1, 61.0, 1.0),
+                                              (-1.0, 4, 45.0, 0.27), (-1.0, 8, 40.0, 0.135)):
+            rows.append({"env": "resource_collection", "method": "copa", "seed": seed, "composition": "train",
+                         "beta": beta, "return": value + seed, "return_se": 1.0, "comm_frequency": frequency,
+                         "comm_every": every})
+    assert not evaluate.duplicate_seeds(rows)
+    summary = {(s["beta"], s["comm_every"]): s for s in evaluate.summarise(rows)}
+    assert set(summary) == {(0.0, 1), (2.0, 1), (-1.0, 1), (-1.0, 4), (-1.0, 8)}
+    assert summary[(-1.0, 4)]["return"] == pytest.approx(45.5) and summary[(-1.0, 8)]["seeds"] == [0, 1]
+    assert re.search(r"\| -1, K=4 +\|", evaluate.markdown_table(evaluate.summarise(rows)))
+    figure = plot.plot_reward_vs_communication(rows, tmp_path / "rc.png")
+    with Image.open(figure) as image:
+        image.verify()

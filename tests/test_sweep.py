@@ -215,11 +215,14 @@ def test_report_keeps_fixed_schedules_apart_from_the_adaptive_rule(tmp_path):
     assert rows[(-1.0, 8)]["mean"] == pytest.approx(31.0) and rows[(-1.0, 1)]["mean"] == pytest.approx(61.0)
     text = report.markdown(table, [], [], [])
     assert "| copa | train | -1, K=4 | 3 | 41.00 [" in text and "every K-th decision time" in text
+    report.main([str(tmp_path), "--out", str(tmp_path / "out"), "--reps", "200"])
+    assert not list((tmp_path / "out").glob("*.png"))  # runs without logs: no empty learning-curve figure
 
 
 def test_report_command_writes_its_files(tmp_path):
     for seed in range(3):
-        fake_run(tmp_path / "runs", f"copa_s{seed}", {"train": 10.0 + seed, "n5": 20.0 + seed}, seed=seed)
+        run_dir = fake_run(tmp_path / "runs", f"copa_s{seed}", {"train": 10.0 + seed, "n5": 20.0 + seed}, seed=seed)
+        (run_dir / "progress.csv").write_text("iteration,env_steps,train_return\n1,100,1.0\n2,200,2.5\n")
     report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--reps", "200"])
     for name in ("report.md", "report.csv", "report.json", "comparisons.json", "curves_resource_collection.png"):
         assert (tmp_path / "out" / name).is_file(), name

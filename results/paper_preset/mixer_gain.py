@@ -1,9 +1,9 @@
-"""How strongly COPA's mixer passes each player's value to Q_tot: for trained runs, on 512 segments
+"""How strongly the COPA mixer passes each player's value to Q_tot: for trained runs, on 512 segments
 of each run's own replay buffer (``checkpoint_latest.pt``), the gain dQ_tot/dq_i of every present
 agent, how peaked the mixer's two softmaxes are (entropy against the uniform log E_mix), and the
 scale of the players' q against Q_tot and the TD targets.
 
-    python results/paper_preset/mixer_gain.py RUN_DIR [RUN_DIR ...]
+    python results/paper_preset/mixer_gain.py RUN_DIR [RUN_DIR ...]   # COPA runs (coach-conditioned mixer)
 
 At initialisation both softmaxes are near uniform, so Q_tot ~ sum_i q_i / E_mix: each q_i reaches
 Q_tot (and gets its gradient back) with a gain of about 1/E_mix. The script prints that gain

@@ -217,5 +217,5 @@ def from_dict(values: dict) -> Config:
     return Config().replace(**values)
 
 
-__all__ = ["COACH_METHODS", "check_beta", "Config", "ENV_PRESETS", "MACHINE_FIELDS", "METHODS", "PRESETS", "default_preset", "from_dict",
-           "parse_overrides", "parse_value", "preset", "to_dict"]
+__all__ = ["COACH_METHODS", "check_beta", "Config", "ENV_PRESETS", "MACHINE_FIELDS", "METHODS", "PRESETS",
+           "default_preset", "from_dict", "parse_overrides", "parse_value", "preset", "to_dict"]

@@ -123,10 +123,22 @@ def mean_se(values, within_run_se=None) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def comm_every_of(row: dict) -> int:
+    """The row's fixed schedule (``--comm-every K``); rows from before the column, and coachless
+    methods, count as every decision time (1)."""
+    return row.get("comm_every") or 1
+
+
+def beta_label(beta: float | None, comm_every: int = 1) -> str:
+    """How tables show a row's communication setting: ``n/a``, ``2`` or, on a schedule, ``-1, K=4``."""
+    if beta is None:
+        return NA
+    return f"{beta:g}" + (f", K={comm_every}" if comm_every > 1 else "")
+
+
 def _group_key(row: dict) -> tuple:
-    """(env, method, composition, beta, comm_every): a fixed schedule (``--comm-every K``) is its
-    own group; rows from before the column, and coachless methods, count as every decision time."""
-    return row.get("env"), row["method"], row["composition"], row["beta"], row.get("comm_every") or 1
+    """(env, method, composition, beta, comm_every): a fixed schedule is its own group."""
+    return row.get("env"), row["method"], row["composition"], row["beta"], comm_every_of(row)
 
 
 def duplicate_seeds(rows: list[dict]) -> list[str]:
@@ -135,8 +147,7 @@ def duplicate_seeds(rows: list[dict]) -> list[str]:
     seen: dict[tuple, list[int]] = {}
     for row in rows:
         seen.setdefault(_group_key(row), []).append(row["seed"])
-    return [f"{env} {method} {composition} beta={beta}{f' comm_every={every}' if every > 1 else ''}: "
-            f"seeds {sorted(seeds)} repeat"
+    return [f"{env} {method} {composition} beta={beta_label(beta, every)}: seeds {sorted(seeds)} repeat"
             for (env, method, composition, beta, every), seeds in seen.items() if len(set(seeds)) != len(seeds)]
 
 
@@ -208,8 +219,7 @@ def markdown_table(summary: list[dict]) -> str:
     for s in summary:
         comm = NA if s["beta"] is None else _pm(s["comm_frequency"], s["comm_frequency_se"], ".1%")
         rates = tuple(_pm(s[k], s[f"{k}_se"], ".1%") if k in s else NA for k in OUTCOME_FIELDS) if outcomes else ()
-        beta = NA if s["beta"] is None else f"{s['beta']:g}" + (f", K={s['comm_every']}" if s["comm_every"] > 1 else "")
-        lines.append((str(s["env"]), s["method"], s["composition"], beta,
+        lines.append((str(s["env"]), s["method"], s["composition"], beta_label(s["beta"], s["comm_every"]),
                       str(len(s["seeds"])), _pm(s["return"], s["return_se"], ".2f"), comm, *rates))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731

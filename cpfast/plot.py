@@ -5,8 +5,9 @@
 
 learning_curves.png: training return (mean of the last 100 episodes, as logged) against env
 steps, one panel per environment (runs of different environments are never averaged), per cell
-(a method and its settings, as the report groups runs: ``cpfast.cells``) the mean over seeds with a ±s.e. band (sample std / sqrt(n_seeds)), each seed interpolated onto a
-common env-step grid. reward_vs_communication.png: for coach methods, mean
+(a method and its settings, as the report groups runs: ``cpfast.cells``) the mean over seeds
+with a ±s.e. band (sample std / sqrt(n_seeds)), each seed interpolated onto a common env-step
+grid. reward_vs_communication.png: for coach methods, mean
 return against communication frequency across the beta sweep, one panel per composition.
 """
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from .cells import cell_key, cell_labels
 from .config import METHODS, from_dict, to_dict
-from .evaluate import OUTCOME_FIELDS, composition_rank, read_csv
+from .evaluate import OUTCOME_FIELDS, beta_label, comm_every_of, composition_rank, read_csv
 from .sweep import Cell
 
 INSTALL_HINT = "the report tool needs rliable: pip install 'cpfast[sweep]' (or pip install '.[sweep]' in a clone)"
@@ -139,8 +139,8 @@ def summarise(runs: list[Run], reps: int = 2000, seed: int = 0) -> tuple[list[di
         if not run.finished:
             continue
         for row in run.rows:
-            every = row.get("comm_every") or 1
-            groups.setdefault((run.cell_key, row["composition"], row["beta"], every), []).append((run.config["seed"], row))
+            groups.setdefault((run.cell_key, row["composition"], row["beta"], comm_every_of(row)), []).append(
+                (run.config["seed"], row))
     table = []
     def order(group):
         (key, composition, beta, every), _ = group
@@ -150,8 +150,7 @@ def summarise(runs: list[Run], reps: int = 2000, seed: int = 0) -> tuple[list[di
     for (key, composition, beta, every), members in sorted(groups.items(), key=order):
         seeds = [s for s, _ in members]
         if len(set(seeds)) != len(seeds):
-            schedule = f" comm_every={every}" if every > 1 else ""
-            warnings.append(f"{labels[key]} {composition} beta={beta}{schedule}: duplicate seeds {sorted(seeds)}")
+            warnings.append(f"{labels[key]} {composition} beta={beta_label(beta, every)}: duplicate seeds {sorted(seeds)}")
         config = dict(key)
         entry = {"env": config["env"], "cell": labels[key], "method": config["method"], "composition": composition,
                  "beta": beta, "comm_every": every, "seeds": sorted(seeds), "cell_key": key,
@@ -267,13 +266,13 @@ def marl_eval_json(runs: list[Run]) -> dict:
         env, cfg = run.config["env"], run.config
         for row in run.rows:
             algorithm = labels[run.cell_key] + ("" if row["beta"] in (None, cfg["beta"]) else f" beta={row['beta']:g}") \
-                + ("" if (row.get("comm_every") or 1) == 1 else f" comm_every={row['comm_every']}")
+                + ("" if comm_every_of(row) == 1 else f" comm_every={row['comm_every']}")
             entry = data.setdefault(env, {}).setdefault(row["composition"], {}).setdefault(algorithm, {})
             record = entry.setdefault(f"seed_{cfg['seed']}", {})
             record["absolute_metrics"] = {"return": [row["return"]]} | {k: [row[k]] for k in OUTCOME_FIELDS
                                                                         if row.get(k) is not None}
             if row["composition"] == cfg["composition"] and row["beta"] in (None, cfg["beta"]) \
-                    and (row.get("comm_every") or 1) == 1 and (run.run_dir / "evals.csv").is_file():
+                    and comm_every_of(row) == 1 and (run.run_dir / "evals.csv").is_file():
                 with open(run.run_dir / "evals.csv", newline="") as f:
                     for k, e in enumerate(csv.DictReader(f)):
                         record[f"step_{k}"] = {"step_count": int(e["env_steps"]), "return": [float(e["return"])]}
@@ -300,8 +299,7 @@ def markdown(table, compares, notes, warnings) -> str:
             comm = "n/a" if t["comm_frequency"] is None else f"{t['comm_frequency']:.1%}"
             win = (" " + (_fmt(t["win_rate"]["iqm"], t["win_rate"]["iqm_low"], t["win_rate"]["iqm_high"], True)
                           if "win_rate" in t else "n/a") + " |") if outcomes else ""
-            beta = "n/a" if t["beta"] is None else f"{t['beta']:g}" + (f", K={t['comm_every']}" if t["comm_every"] > 1 else "")
-            lines.append(f"| {t['cell']} | {t['composition']} | {beta} | "
+            lines.append(f"| {t['cell']} | {t['composition']} | {beta_label(t['beta'], t['comm_every'])} | "
                          f"{len(t['seeds'])} | {_fmt(t['mean'], t['mean_low'], t['mean_high'])} | "
                          f"{_fmt(t['iqm'], t['iqm_low'], t['iqm_high'])} | {comm} |{win}")
         lines.append("")
